@@ -1,0 +1,257 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Agent configuration: defaults, `/etc/guestd.conf` (`key = value` lines, `#` comments), and
+//! the command line, all applied through one `Config::set`, so every key has one meaning.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::channel::ChannelSpec;
+use crate::facts::disks::DEFAULT_IGNORED_FS;
+
+/// The config file read when `--config` is not given (a missing default file is fine).
+pub const DEFAULT_CONFIG: &str = "/etc/guestd.conf";
+
+/// Where log records go (`-d`), as in ovmd: 0 off, 1 stderr, 2 syslog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTarget {
+    Off,
+    Stderr,
+    Syslog,
+}
+
+/// Everything the agent's behaviour depends on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub channel: ChannelSpec,
+    /// Heartbeat period (`-t`, `--time-period`).
+    pub heartbeat: Duration,
+    pub user_rate: Duration,
+    pub application_rate: Duration,
+    pub cpu_rate: Duration,
+    pub disk_rate: Duration,
+    pub log_target: LogTarget,
+    pub log_level: log::LevelFilter,
+    pub pid_file: Option<PathBuf>,
+    /// Package names (or `prefix*` patterns) reported in `applications`.
+    pub applications: Vec<String>,
+    pub ignored_nics: Vec<String>,
+    pub ignored_fs: Vec<String>,
+    /// Directory the facts are read under (`/` except in tests and containers).
+    pub root: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            channel: ChannelSpec::default(),
+            heartbeat: Duration::from_secs(5),
+            user_rate: Duration::from_secs(10),
+            application_rate: Duration::from_secs(120),
+            cpu_rate: Duration::from_secs(60),
+            disk_rate: Duration::from_secs(300),
+            log_target: LogTarget::Syslog,
+            log_level: log::LevelFilter::Info,
+            pid_file: None,
+            applications: words("guestd kernel kernel-core linux-image-* linux-virt linux-lts"),
+            ignored_nics: words("lo docker0"),
+            ignored_fs: DEFAULT_IGNORED_FS.iter().map(|s| (*s).to_owned()).collect(),
+            root: PathBuf::from("/"),
+        }
+    }
+}
+
+/// The keys `Config::set` accepts, with their help text; each is also a long option.
+pub const KEYS: &[(&str, &str)] = &[
+    (
+        "channel",
+        "SPEC: virtio-serial[:NAME] | unix-listen:PATH | serial:DEVICE",
+    ),
+    ("time-period", "SECS: heartbeat period (default 5)"),
+    (
+        "debug",
+        "LEVEL: 0 no log, 1 stderr, 2 syslog via /dev/log (default 2)",
+    ),
+    (
+        "log-level",
+        "LEVEL: error, warn, info, debug or trace (default info)",
+    ),
+    (
+        "pid-file",
+        "FILE: write the pid here; refuse to start if a live guestd holds it",
+    ),
+    (
+        "report-user-rate",
+        "SECS: active-user check period (default 10)",
+    ),
+    (
+        "report-application-rate",
+        "SECS: applications, host-name, os-version, network-interfaces, fqdn (default 120)",
+    ),
+    (
+        "report-num-cpu-rate",
+        "SECS: number-of-cpus period (default 60)",
+    ),
+    (
+        "report-disk-usage-rate",
+        "SECS: disks-usage period (default 300)",
+    ),
+    (
+        "applications",
+        "LIST: package names or prefix* patterns to report",
+    ),
+    (
+        "ignored-nics",
+        "LIST: interfaces left out of network-interfaces (default: lo docker0)",
+    ),
+    (
+        "ignored-fs",
+        "LIST: file-system types left out of disks-usage",
+    ),
+    (
+        "root",
+        "DIR: read /proc, /sys and /etc under DIR (tests, containers)",
+    ),
+];
+
+/// A bad key or value; `Display` gives the reason, the caller adds where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadSetting(pub String);
+
+impl fmt::Display for BadSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn words(s: &str) -> Vec<String> {
+    s.split([' ', ',', '\t'])
+        .filter(|w| !w.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn seconds(key: &str, value: &str) -> Result<Duration, BadSetting> {
+    match value.parse::<u64>() {
+        Ok(n) if (1..=86_400).contains(&n) => Ok(Duration::from_secs(n)),
+        _ => Err(BadSetting(format!(
+            "{key} must be a whole number of seconds from 1 to 86400, not '{value}'"
+        ))),
+    }
+}
+
+impl Config {
+    /// Applies one `key = value` setting.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), BadSetting> {
+        match key {
+            "channel" => self.channel = value.parse().map_err(BadSetting)?,
+            "time-period" => self.heartbeat = seconds(key, value)?,
+            "report-user-rate" => self.user_rate = seconds(key, value)?,
+            "report-application-rate" => self.application_rate = seconds(key, value)?,
+            "report-num-cpu-rate" => self.cpu_rate = seconds(key, value)?,
+            "report-disk-usage-rate" => self.disk_rate = seconds(key, value)?,
+            "debug" => {
+                self.log_target = match value {
+                    "0" => LogTarget::Off,
+                    "1" => LogTarget::Stderr,
+                    "2" => LogTarget::Syslog,
+                    _ => {
+                        return Err(BadSetting(format!(
+                            "debug must be 0, 1 or 2, not '{value}'"
+                        )));
+                    }
+                }
+            }
+            "log-level" => {
+                self.log_level = value.parse().map_err(|_| {
+                    BadSetting(format!(
+                        "log-level must be error, warn, info, debug or trace, not '{value}'"
+                    ))
+                })?
+            }
+            "pid-file" => self.pid_file = Some(non_empty_path(key, value)?),
+            "applications" => self.applications = words(value),
+            "ignored-nics" => self.ignored_nics = words(value),
+            "ignored-fs" => self.ignored_fs = words(value),
+            "root" => self.root = non_empty_path(key, value)?,
+            _ => return Err(BadSetting(format!("unknown key '{key}'"))),
+        }
+        Ok(())
+    }
+
+    /// Applies a config file's text; errors name `path` and the line number.
+    pub fn apply_file_text(&mut self, path: &Path, text: &str) -> Result<(), String> {
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let at = format!("{}:{}", path.display(), i + 1);
+            let Some((key, value)) = line.split_once('=') else {
+                return Err(format!("{at}: expected 'key = value', found '{line}'"));
+            };
+            self.set(key.trim(), value.trim())
+                .map_err(|e| format!("{at}: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+fn non_empty_path(key: &str, value: &str) -> Result<PathBuf, BadSetting> {
+    if value.is_empty() {
+        Err(BadSetting(format!("{key} needs a path")))
+    } else {
+        Ok(PathBuf::from(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_sets_values_and_ignores_comments() {
+        let mut c = Config::default();
+        let text = "# comment\n\n time-period = 7\nchannel=unix-listen:/tmp/x.sock\n\
+                    ignored-nics = lo, eth9\ndebug = 1\nlog-level = debug\n";
+        c.apply_file_text(Path::new("/etc/guestd.conf"), text)
+            .unwrap();
+        assert_eq!(c.heartbeat, Duration::from_secs(7));
+        assert_eq!(
+            c.channel,
+            ChannelSpec::UnixListen(PathBuf::from("/tmp/x.sock"))
+        );
+        assert_eq!(c.ignored_nics, vec!["lo", "eth9"]);
+        assert_eq!(c.log_target, LogTarget::Stderr);
+        assert_eq!(c.log_level, log::LevelFilter::Debug);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_problem() {
+        let mut c = Config::default();
+        let p = Path::new("/etc/guestd.conf");
+        assert_eq!(
+            c.apply_file_text(p, "time-period = 5\nbogus = 1\n")
+                .unwrap_err(),
+            "/etc/guestd.conf:2: unknown key 'bogus'"
+        );
+        assert_eq!(
+            c.apply_file_text(p, "time-period = 0\n").unwrap_err(),
+            "/etc/guestd.conf:1: time-period must be a whole number of seconds from 1 to 86400, not '0'"
+        );
+        assert_eq!(
+            c.apply_file_text(p, "\n\njust words\n").unwrap_err(),
+            "/etc/guestd.conf:3: expected 'key = value', found 'just words'"
+        );
+        assert!(
+            c.apply_file_text(p, "debug = 3")
+                .unwrap_err()
+                .contains("0, 1 or 2")
+        );
+        assert!(
+            c.apply_file_text(p, "channel = tcp:1")
+                .unwrap_err()
+                .contains("channel")
+        );
+    }
+}

@@ -1,0 +1,100 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Facts about the guest, one module per family. Each module has pure parsers over text or
+//! bytes, and a reader that takes the root directory to read under (`/` in production, a
+//! fixture tree under `tests/fixtures/` in tests). Calls that are not file reads (statvfs,
+//! getifaddrs, uname) are made by the caller and passed in, so the arithmetic stays testable.
+
+pub mod apps;
+pub mod cpus;
+pub mod disks;
+pub mod hostname;
+pub mod memory;
+pub mod net;
+pub mod osinfo;
+pub mod timezone;
+pub mod users;
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// A fact source that could not be read or parsed. The message names the path.
+#[derive(Debug)]
+pub enum Error {
+    /// Reading `path` failed.
+    Read { path: PathBuf, source: io::Error },
+    /// `path` was read but its content is not what the parser expects.
+    Parse { path: PathBuf, reason: String },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Read { path, source } => write!(f, "reading {}: {source}", path.display()),
+            Error::Parse { path, reason } => write!(f, "parsing {}: {reason}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Read { source, .. } => Some(source),
+            Error::Parse { .. } => None,
+        }
+    }
+}
+
+impl Error {
+    /// Whether the error is "the file does not exist" (many sources are optional).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Read { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+}
+
+/// `root` joined with a path given relative to `/` (a leading `/` is ignored).
+pub fn under(root: &Path, rel: &str) -> PathBuf {
+    root.join(rel.trim_start_matches('/'))
+}
+
+/// Largest file a fact reader loads; every source guestd reads is far smaller.
+pub const MAX_FILE: u64 = 16 * 1024 * 1024;
+
+/// Reads `rel` under `root` as bytes, at most `MAX_FILE` of them.
+pub fn read_bytes(root: &Path, rel: &str) -> Result<Vec<u8>, Error> {
+    use std::io::Read;
+    let path = under(root, rel);
+    let file = std::fs::File::open(&path).map_err(|source| Error::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let mut buf = Vec::new();
+    file.take(MAX_FILE)
+        .read_to_end(&mut buf)
+        .map_err(|source| Error::Read { path, source })?;
+    Ok(buf)
+}
+
+/// Reads `rel` under `root` as text (invalid UTF-8 is replaced, never an error).
+pub fn read_text(root: &Path, rel: &str) -> Result<String, Error> {
+    let bytes = read_bytes(root, rel)?;
+    Ok(match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
+}
+
+/// Like `read_text`, but a missing file is `Ok(None)`.
+pub fn read_text_opt(root: &Path, rel: &str) -> Result<Option<String>, Error> {
+    match read_text(root, rel) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The directory holding the fixture trees, for unit tests.
+#[cfg(test)]
+pub(crate) fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}

@@ -1,0 +1,23 @@
+// SPDX-License-Identifier: Apache-2.0
+//! guestd: a guest agent for minimal Linux VMs. The module list is the architecture:
+//!
+//! - `sys`: every `unsafe` and libc call, behind fd-owning types.
+//! - `facts`: pure parsers and root-relative readers, one module per fact family.
+//! - `proto`: wire framing, message building and the bounded outbound queue, generic over
+//!   `Read`/`Write`.
+//! - `channel`: finding and opening the host channel (virtio-serial, UNIX socket, serial).
+//! - `schedule`: the periodic report deadlines.
+//! - `agent`: the single-threaded poll(2) loop.
+//! - `cli`, `config`, `logger`, `pidfile`: the command line, the config file, the log
+//!   backends and the pid file.
+
+pub mod agent;
+pub mod channel;
+pub mod cli;
+pub mod config;
+pub mod facts;
+pub mod logger;
+pub mod pidfile;
+pub mod proto;
+pub mod schedule;
+pub mod sys;

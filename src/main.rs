@@ -1,0 +1,49 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The `guestd` binary: parse the command line, set up logging and the pid file, run the
+//! agent, and map errors to exit codes (0 ok, 1 runtime failure, 2 usage or config error).
+
+use std::process::ExitCode;
+
+use guestd::cli::{self, Invocation};
+use guestd::pidfile::PidFile;
+use guestd::{agent, logger};
+
+fn main() -> ExitCode {
+    // The release build aborts on panic; say why in the log first.
+    std::panic::set_hook(Box::new(|info| {
+        log::error!("panic: {info}");
+        eprintln!("guestd: panic: {info}");
+    }));
+    let cfg = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(Invocation::Help) => {
+            print!("{}", cli::help());
+            return ExitCode::SUCCESS;
+        }
+        Ok(Invocation::Version) => {
+            println!("guestd {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Ok(Invocation::Agent(cfg)) => cfg,
+        Err(e) => {
+            eprintln!("guestd: {e}\nTry 'guestd --help'.");
+            return ExitCode::from(2);
+        }
+    };
+    logger::init(cfg.log_target, cfg.log_level);
+    let _pid = match cfg.pid_file.as_deref().map(PidFile::acquire).transpose() {
+        Ok(p) => p,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("guestd: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match agent::run(*cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("guestd: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
