@@ -1,0 +1,442 @@
+// SPDX-License-Identifier: Apache-2.0
+//! End-to-end tests of the agent over a real UNIX socket: the host peer side of the oVirt
+//! protocol against the real binary, with facts read from a fixture root.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Agent, Dir, Peer, copy_tree, fixture, names};
+use serde_json::{Value, json};
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn agent_with_root(tag: &str, extra: &[&str]) -> (Dir, Agent) {
+    let dir = Dir::new(tag);
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    copy_tree(&fixture("agent-root"), &root);
+    let root_arg = format!("--root={}", root.display());
+    let mut args = vec![root_arg.as_str()];
+    args.extend_from_slice(extra);
+    let agent = Agent::start(dir.path(), &args);
+    (dir, agent)
+}
+
+const STARTUP_BURST: &[&str] = &[
+    "session-startup",
+    "host-name",
+    "os-version",
+    "network-interfaces",
+    "active-user",
+    "applications",
+    "fqdn",
+];
+
+#[test]
+fn startup_burst_arrives_within_100ms_in_reference_order_with_exact_facts() {
+    let (_dir, agent) = agent_with_root("burst", &["-t", "1"]);
+    let t0 = Instant::now();
+    let mut peer = agent.connect();
+    let mut burst = Vec::new();
+    for _ in STARTUP_BURST {
+        burst.push(peer.next(SEC).expect("burst message"));
+    }
+    let elapsed = t0.elapsed();
+    assert!(
+        elapsed < Duration::from_millis(100),
+        "burst took {elapsed:?}"
+    );
+    assert_eq!(names(&burst), STARTUP_BURST);
+    assert_eq!(burst[1], json!({"__name__": "host-name", "name": "vm1"}));
+    assert_eq!(
+        burst[2],
+        json!({"__name__": "os-version", "version": "6.1.0-18-amd64"})
+    );
+    let ifaces = burst[3]["interfaces"].as_array().unwrap();
+    let eth0 = ifaces.iter().find(|i| i["name"] == "eth0").unwrap();
+    assert_eq!(eth0["hw"], "52:54:00:ab:cd:ef");
+    assert!(eth0["inet"].is_array() && eth0["inet6"].is_array());
+    let wg0 = ifaces.iter().find(|i| i["name"] == "wg0").unwrap();
+    assert_eq!(wg0["hw"], "", "all-zero MAC reported as empty");
+    assert!(
+        ifaces.iter().all(|i| i["name"] != "lo"),
+        "lo is ignored by default"
+    );
+    assert_eq!(
+        burst[4],
+        json!({"__name__": "active-user", "name": "alice"})
+    );
+    let apps = burst[5]["applications"].as_array().unwrap();
+    assert!(apps.iter().all(|a| a.is_string()));
+    assert!(
+        apps.iter()
+            .all(|a| !a.as_str().unwrap().starts_with("base-files")),
+        "only configured packages: {apps:?}"
+    );
+    assert_eq!(
+        burst[6],
+        json!({"__name__": "fqdn", "fqdn": "vm1.lab.example.com"})
+    );
+}
+
+#[test]
+fn heartbeat_fields_types_and_period() {
+    let (_dir, agent) = agent_with_root("hb", &["-t", "1"]);
+    let mut peer = agent.connect();
+    let mut beats = Vec::new();
+    let mut times = Vec::new();
+    while beats.len() < 3 {
+        let (hb, _) = peer.until("heartbeat", 3 * SEC);
+        times.push(Instant::now());
+        beats.push(hb);
+    }
+    for pair in times.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap > Duration::from_millis(700) && gap < Duration::from_millis(1500),
+            "heartbeat gap {gap:?}"
+        );
+    }
+    // The renegotiation trick: 0 in the first heartbeat after start, then 3.
+    assert_eq!(beats[0]["apiVersion"], 0);
+    assert_eq!(beats[1]["apiVersion"], 3);
+    let hb = &beats[1];
+    // Fixture meminfo: (MemFree + Buffers + Cached) / 1024, as a string.
+    assert_eq!(hb["free-ram"], "3125");
+    let ms = hb["memory-stat"].as_object().unwrap();
+    let keys: Vec<&str> = ms.keys().map(String::as_str).collect();
+    let mut want = vec![
+        "mem_total",
+        "mem_unused",
+        "mem_free",
+        "mem_buffers",
+        "mem_cached",
+        "swap_total",
+        "swap_usage",
+        "swap_in",
+        "swap_out",
+        "pageflt",
+        "majflt",
+    ];
+    want.sort();
+    assert_eq!(keys, want);
+    assert!(ms.values().all(Value::is_u64), "{ms:?}");
+    assert_eq!(ms["mem_total"], 4_012_344);
+    // vmstat does not change in the fixture: every rate is 0.
+    assert_eq!(ms["pageflt"], 0);
+}
+
+#[test]
+fn negotiation_brings_os_info_and_timezone() {
+    let (_dir, agent) = agent_with_root("nego", &["-t", "1"]);
+    let mut peer = agent.connect();
+    peer.send(r#"{"__name__": "refresh", "apiVersion": 3}"#);
+    // At version 0 the refresh burst carries no os-info or timezone.
+    let (_, before) = peer.until("heartbeat", 3 * SEC);
+    assert!(
+        !names(&before)
+            .iter()
+            .any(|n| n == "os-info" || n == "timezone")
+    );
+    let (hb, _) = peer.until("heartbeat", 3 * SEC);
+    assert_eq!(hb["apiVersion"], 3);
+    peer.send(r#"{"__name__": "api-version", "apiVersion": 3}"#);
+    let (tz, seen) = peer.until("timezone", 2 * SEC);
+    assert_eq!(
+        tz,
+        json!({"__name__": "timezone", "zone": "Europe/Prague", "offset": 60})
+    );
+    assert!(
+        names(&seen).contains(&"disks-usage".to_owned()),
+        "refresh burst: {seen:?}"
+    );
+    let (osinfo, _) = peer.until("os-info", 2 * SEC);
+    assert_eq!(osinfo["distribution"], "Debian GNU/Linux");
+    assert_eq!(osinfo["version"], "12");
+    assert_eq!(osinfo["codename"], "bookworm");
+    assert_eq!(osinfo["kernel"], "6.1.0-18-amd64");
+    assert_eq!(osinfo["type"], "linux");
+    assert!(osinfo["arch"].is_string());
+    // Same version again: no new burst. A number-of-cpus request is answered (API >= 1).
+    peer.send(r#"{"__name__": "api-version", "apiVersion": 3}"#);
+    peer.send(r#"{"__name__": "set-number-of-cpus", "count": 2}"#);
+    let (cpus, seen) = peer.until("number-of-cpus", 2 * SEC);
+    assert_eq!(cpus["count"], 7);
+    assert!(
+        !names(&seen).contains(&"session-startup".to_owned()),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn refresh_without_version_falls_back_to_zero() {
+    let (_dir, agent) = agent_with_root("oldhost", &["-t", "1"]);
+    let mut peer = agent.connect();
+    peer.send(r#"{"__name__": "api-version", "apiVersion": 3}"#);
+    peer.until("os-info", 2 * SEC);
+    peer.send(r#"{"__name__": "refresh"}"#);
+    let (_, seen) = peer.until("heartbeat", 3 * SEC);
+    let refresh: Vec<String> = names(&seen)
+        .into_iter()
+        .skip_while(|n| n != "session-startup")
+        .collect();
+    assert!(refresh.contains(&"fqdn".to_owned()), "{refresh:?}");
+    assert!(!refresh.contains(&"os-info".to_owned()), "{refresh:?}");
+}
+
+#[test]
+fn echo_returns_the_arguments_and_non_ascii_is_escaped() {
+    let (_dir, agent) = agent_with_root("echo", &[]);
+    let mut peer = agent.connect();
+    peer.send(r#"{"__name__": "echo", "text": "héllo \u0001", "n": [1, {"k": null}]}"#);
+    let (echo, _) = peer.until("echo", 2 * SEC);
+    assert_eq!(
+        echo,
+        json!({"__name__": "echo", "text": "héllo \u{fffd}", "n": [1, {"k": null}]})
+    );
+}
+
+#[test]
+fn garbage_huge_line_and_invalid_utf8_are_skipped_and_the_next_command_answered() {
+    let (_dir, agent) = agent_with_root("garbage", &[]);
+    let mut peer = agent.connect();
+    peer.send("this is not json");
+    peer.send("[1,2,3]");
+    peer.send(r#"{"no_name": 1}"#);
+    peer.send(r#"{"__name__": "no-such-command"}"#);
+    peer.send_raw(b"{\"__name__\": \"echo\", \"x\": \"\xff\xfe\"}\n");
+    let mut huge = vec![b'x'; 2 * 1024 * 1024];
+    huge.push(b'\n');
+    peer.send_raw(&huge);
+    peer.send(r#"{"__name__": "echo", "after": "garbage"}"#);
+    let (echo, seen) = peer.until("echo", 5 * SEC);
+    assert_eq!(echo["after"], "garbage");
+    assert!(
+        !names(&seen).contains(&"echo".to_owned()),
+        "invalid UTF-8 line was served"
+    );
+    let log = agent.log_text();
+    assert!(
+        log.contains("discarding an inbound line longer than 1048576 bytes"),
+        "{log}"
+    );
+    assert!(
+        log.contains("ignoring unsupported command 'no-such-command'"),
+        "{log}"
+    );
+    assert!(log.contains("not valid UTF-8"), "{log}");
+}
+
+#[test]
+fn peers_come_and_go_and_the_idle_agent_sleeps() {
+    let (_dir, agent) = agent_with_root("reconnect", &["-t", "1"]);
+    for round in 0..5 {
+        let mut peer = agent.connect();
+        let first = peer.next(2 * SEC).expect("burst");
+        assert_eq!(first["__name__"], "session-startup", "round {round}");
+        peer.send(r#"{"__name__": "echo", "round": 1}"#);
+        peer.until("echo", 2 * SEC);
+    }
+    // A peer that leaves mid-stream (unread data in flight) does not upset the agent.
+    {
+        let mut peer = agent.connect();
+        peer.send_raw(b"{\"__name__\": \"echo\", \"cut\": ");
+    }
+    let mut peer = agent.connect();
+    assert_eq!(peer.next(2 * SEC).unwrap()["__name__"], "session-startup");
+    drop(peer);
+
+    // No peer: nothing is armed, the process does not wake at all.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = agent.context_switches();
+    std::thread::sleep(Duration::from_secs(3));
+    let after = agent.context_switches();
+    assert!(
+        after - before <= 1,
+        "idle agent woke {} times in 3 s",
+        after - before
+    );
+}
+
+#[test]
+fn user_changes_send_logon_logoff_and_active_user() {
+    let (dir, agent) = agent_with_root("users", &["--report-user-rate", "1"]);
+    let utmp = dir.path().join("root/run/utmp");
+    let mut peer = agent.connect();
+    let (au, _) = peer.until("active-user", 2 * SEC);
+    assert_eq!(au["name"], "alice");
+    // Everyone logs out.
+    std::fs::write(&utmp, b"").unwrap();
+    let (au, seen) = peer.until("active-user", 3 * SEC);
+    assert_eq!(au["name"], "None");
+    let n = names(&seen);
+    assert_eq!(
+        n.iter().filter(|x| *x == "session-logoff").count(),
+        2,
+        "{n:?}"
+    );
+    // bob logs in.
+    let rec = guestd::facts::users::encode_utmp_record(7, 4242, "pts/3", "bob", "10.0.0.1");
+    std::fs::write(&utmp, rec).unwrap();
+    let (au, seen) = peer.until("active-user", 3 * SEC);
+    assert_eq!(au["name"], "bob");
+    assert_eq!(
+        names(&seen)
+            .iter()
+            .filter(|x| *x == "session-logon")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn sigterm_sends_session_shutdown_and_exits_zero() {
+    let (_dir, mut agent) = agent_with_root("term", &[]);
+    let mut peer = agent.connect();
+    peer.until("fqdn", 2 * SEC);
+    let status = agent.signal_and_wait("TERM");
+    assert!(status.success(), "{status:?}");
+    let (_, _) = peer.until("session-shutdown", 2 * SEC);
+}
+
+#[test]
+fn sighup_resends_the_facts() {
+    let (_dir, mut agent) = agent_with_root("hup", &[]);
+    let mut peer = agent.connect();
+    peer.until("fqdn", 2 * SEC);
+    std::process::Command::new("kill")
+        .args(["-HUP", &agent.pid().to_string()])
+        .status()
+        .unwrap();
+    let (_, seen) = peer.until("fqdn", 2 * SEC);
+    assert!(names(&seen).contains(&"network-interfaces".to_owned()));
+    assert!(
+        agent.child.try_wait().unwrap().is_none(),
+        "SIGHUP must not stop the agent"
+    );
+}
+
+#[test]
+fn a_host_that_never_reads_cannot_grow_the_queue_past_its_bound() {
+    let (_dir, agent) = agent_with_root("stuck", &["-t", "1"]);
+    let mut peer = agent.connect();
+    // Flood echo requests with big payloads and never read the replies.
+    let big = "y".repeat(60_000);
+    for _ in 0..60 {
+        peer.send(&format!(r#"{{"__name__": "echo", "p": "{big}"}}"#));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).unwrap();
+    let rss_kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap();
+    assert!(rss_kb < 16 * 1024, "RSS {rss_kb} KiB");
+    let log = agent.log_text();
+    assert!(log.contains("outbound queue full"), "{log}");
+    // Still alive and answering once the host reads again.
+    peer.send(r#"{"__name__": "echo", "last": true}"#);
+    let deadline = Instant::now() + 10 * SEC;
+    loop {
+        let v = peer.next(5 * SEC).expect("agent answers again");
+        if v["__name__"] == "echo" && v["last"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+    }
+}
+
+#[test]
+fn pid_file_refuses_a_second_agent() {
+    let dir = Dir::new("pid");
+    let pid = dir.path().join("guestd.pid");
+    let pid_arg = format!("--pid-file={}", pid.display());
+    let agent = Agent::start(dir.path(), &[&pid_arg]);
+    let held = std::fs::read_to_string(&pid).unwrap();
+    assert_eq!(held.trim(), agent.pid().to_string());
+    let out = std::process::Command::new(common::guestd_bin())
+        .args([
+            "--config",
+            "/dev/null",
+            "-d",
+            "0",
+            "--channel=unix-listen:/tmp/x-unused.sock",
+        ])
+        .arg(&pid_arg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("another guestd (pid {})", agent.pid())),
+        "{err}"
+    );
+}
+
+#[test]
+fn config_errors_name_file_and_line_and_exit_2() {
+    let dir = Dir::new("conf");
+    let conf = dir.path().join("guestd.conf");
+    std::fs::write(&conf, "# ok\ntime-period = 5\nheartbeat = 3\n").unwrap();
+    let out = std::process::Command::new(common::guestd_bin())
+        .arg(format!("--config={}", conf.display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:3: unknown key 'heartbeat'", conf.display())),
+        "{err}"
+    );
+    let out = std::process::Command::new(common::guestd_bin())
+        .arg("--bogus")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = std::process::Command::new(common::guestd_bin())
+        .arg("-h")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for opt in [
+        "--time-period",
+        "--debug",
+        "--pid-file",
+        "--channel",
+        "--config",
+        "--version",
+    ] {
+        assert!(help.contains(opt), "help lacks {opt}");
+    }
+}
+
+#[test]
+fn waits_for_a_missing_virtio_port_instead_of_exiting() {
+    let dir = Dir::new("noport");
+    let root = dir.path();
+    let mut child = std::process::Command::new(common::guestd_bin())
+        .args([
+            "--config",
+            "/dev/null",
+            "-d",
+            "1",
+            "--channel",
+            "virtio-serial",
+        ])
+        .arg(format!("--root={}", root.display()))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "guestd exited without a port"
+    );
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not present yet"), "{err}");
+}

@@ -1,0 +1,244 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Shared helpers for the integration tests: a scratch directory, a guestd process that is
+//! killed when dropped, and a host peer on a real UNIX socket that reads JSON lines with a
+//! deadline, so no test can hang.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct Dir(pub PathBuf);
+
+impl Dir {
+    pub fn new(tag: &str) -> Dir {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("guestd-it-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Dir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Copies a fixture tree (symlinks kept) so a test may change it.
+pub fn copy_tree(from: &Path, to: &Path) {
+    let ok = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", from.display()))
+        .arg(to)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "cp -a {} {}", from.display(), to.display());
+}
+
+pub fn guestd_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_guestd")
+}
+
+/// A running guestd; killed (SIGKILL) on drop if still running.
+pub struct Agent {
+    pub child: Child,
+    pub sock: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// Starts `guestd --channel unix-listen:<dir>/g.sock -d 1` plus `extra` arguments and waits
+    /// for the socket to appear.
+    pub fn start(dir: &Path, extra: &[&str]) -> Agent {
+        let sock = dir.join("g.sock");
+        let log = dir.join("guestd.log");
+        let child = Command::new(guestd_bin())
+            .arg("--config")
+            .arg("/dev/null")
+            .arg(format!("--channel=unix-listen:{}", sock.display()))
+            .args(["-d", "1", "--log-level", "debug"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !sock.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "guestd did not create {}",
+                sock.display()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Agent { child, sock, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn connect(&self) -> Peer {
+        Peer::connect(&self.sock)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `sig` and waits for the exit status (at most 5 s).
+    pub fn signal_and_wait(&mut self, sig: &str) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "guestd did not exit after SIG{sig}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Voluntary plus involuntary context switches of the process so far.
+    pub fn context_switches(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The host side of the channel.
+pub struct Peer {
+    pub stream: UnixStream,
+    buf: Vec<u8>,
+}
+
+impl Peer {
+    pub fn connect(path: &Path) -> Peer {
+        let stream = UnixStream::connect(path).unwrap();
+        Peer {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, line: &str) {
+        self.stream.write_all(line.as_bytes()).unwrap();
+        self.stream.write_all(b"\n").unwrap();
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// The next line as JSON, or `None` if nothing complete arrives before `timeout`.
+    pub fn next(&mut self, timeout: Duration) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                assert!(line.is_ascii(), "non-ASCII output line: {line:?}");
+                return Some(serde_json::from_slice(&line[..i]).unwrap_or_else(|e| {
+                    panic!(
+                        "invalid JSON from guestd: {e}: {}",
+                        String::from_utf8_lossy(&line)
+                    )
+                }));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            self.stream.set_read_timeout(Some(deadline - now)).unwrap();
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return None;
+                }
+                Err(e) => panic!("reading from guestd: {e}"),
+            }
+        }
+    }
+
+    /// Reads until a message named `name` arrives (returning it and everything before it), or
+    /// panics after `timeout`.
+    pub fn until(&mut self, name: &str, timeout: Duration) -> (Value, Vec<Value>) {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left) {
+                Some(v) if v["__name__"] == name => return (v, seen),
+                Some(v) => seen.push(v),
+                None => panic!(
+                    "no '{name}' within {timeout:?}; got {:?}",
+                    seen.iter()
+                        .map(|v| v["__name__"].clone())
+                        .collect::<Vec<_>>()
+                ),
+            }
+        }
+    }
+
+    /// Every message that arrives within `d`.
+    pub fn collect_for(&mut self, d: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + d;
+        let mut out = Vec::new();
+        while let Some(v) = self.next(deadline.saturating_duration_since(Instant::now())) {
+            out.push(v);
+        }
+        out
+    }
+}
+
+pub fn names(msgs: &[Value]) -> Vec<String> {
+    msgs.iter()
+        .map(|v| v["__name__"].as_str().unwrap_or("?").to_owned())
+        .collect()
+}
