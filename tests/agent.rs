@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Agent, Dir, Peer, copy_tree, fixture, names};
+use common::{Agent, Dir, copy_tree, fixture, names};
 use serde_json::{Value, json};
 
 const SEC: Duration = Duration::from_secs(1);

@@ -14,7 +14,7 @@ pub struct TimerFd(File);
 
 fn timespec(d: Duration) -> libc::timespec {
     libc::timespec {
-        tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
         tv_nsec: libc::c_long::from(d.subsec_nanos()),
     }
 }

@@ -1,0 +1,38 @@
+# guestd build, test and lint entry points. `make` builds the static musl binary.
+TARGET   := x86_64-unknown-linux-musl
+BIN      := target/$(TARGET)/release/guestd
+CARGO    ?= cargo
+MAX_SIZE := 614400
+
+.PHONY: all build musl-target test lint fmt clippy size clean
+
+all: build
+
+musl-target:
+	@rustup target list --installed 2>/dev/null | grep -qx '$(TARGET)' || rustup target add $(TARGET)
+
+build: musl-target
+	$(CARGO) build --release --locked --target $(TARGET)
+	@$(MAKE) --no-print-directory size
+
+# Size budget and static linking are checked on every build.
+size:
+	@size=$$(stat -c %s $(BIN)); \
+	 printf 'guestd: %s (%s bytes, %s KiB)\n' "$(BIN)" "$$size" "$$((size / 1024))"; \
+	 if command -v file >/dev/null; then file -b $(BIN) | grep -Eq 'static(-pie)? linked|statically linked' \
+	   || { echo "error: $(BIN) is not statically linked: $$(file -b $(BIN))"; exit 1; }; fi; \
+	 [ "$$size" -le $(MAX_SIZE) ] || { echo "error: $(BIN) is $$size bytes, over the $(MAX_SIZE)-byte budget"; exit 1; }
+
+test: build
+	$(CARGO) test --locked
+
+lint: fmt clippy
+
+fmt:
+	$(CARGO) fmt --check
+
+clippy:
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean
