@@ -1,0 +1,73 @@
+#!/bin/sh
+# Assembles a bootable test initramfs (cpio.gz) from Debian packages, reproducibly:
+# busybox-static, the virtio modules of the installed linux-image-amd64, the static guestd,
+# and the files under initramfs/rootfs (inittab, rcS, the S50guestd init script, config).
+#
+# usage: initramfs/build.sh GUESTD_BINARY OUTPUT.cpio.gz
+# env:   KVER (default: newest /lib/modules), BUSYBOX (default: /bin/busybox)
+set -eu
+
+guestd=${1:?usage: build.sh GUESTD_BINARY OUTPUT.cpio.gz}
+out=${2:?usage: build.sh GUESTD_BINARY OUTPUT.cpio.gz}
+here=$(cd "$(dirname "$0")" && pwd)
+busybox=${BUSYBOX:-/bin/busybox}
+kver=${KVER:-$(ls /lib/modules 2>/dev/null | sort -V | tail -n 1)}
+install_hint="sudo apt-get install qemu-system-x86 linux-image-amd64 busybox-static"
+
+die() { echo "initramfs: $*" >&2; exit 1; }
+[ -x "$busybox" ] || die "no static busybox at $busybox; install it: $install_hint"
+"$busybox" --list >/dev/null 2>&1 || die "$busybox does not run"
+[ -n "$kver" ] && [ -d "/lib/modules/$kver" ] || die "no kernel modules in /lib/modules; install a kernel: $install_hint"
+[ -f "$guestd" ] || die "no guestd binary at $guestd (run make first)"
+command -v cpio >/dev/null || die "cpio is missing: sudo apt-get install cpio"
+
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+
+mkdir -p "$stage"/bin "$stage"/sbin "$stage"/usr/bin "$stage"/usr/sbin "$stage"/proc \
+    "$stage"/sys "$stage"/dev "$stage"/run "$stage"/tmp "$stage"/var/lib/guestd \
+    "$stage"/lib/modules "$stage"/root
+cp "$busybox" "$stage/bin/busybox"
+for applet in $("$busybox" --list-full); do
+    [ -e "$stage/$applet" ] || ln -s /bin/busybox "$stage/$applet"
+done
+
+# The virtio modules, in load order (no udev, no modprobe database: rcS insmods them).
+moddir=/lib/modules/$kver/kernel
+for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_modern_dev \
+         drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci drivers/char/virtio_console \
+         net/core/failover drivers/net/net_failover drivers/net/virtio_net; do
+    name=$(basename "$m")
+    if [ -f "$moddir/$m.ko" ]; then
+        cp "$moddir/$m.ko" "$stage/lib/modules/$name.ko"
+    elif [ -f "$moddir/$m.ko.xz" ]; then
+        xz -dc "$moddir/$m.ko.xz" > "$stage/lib/modules/$name.ko"
+    elif [ -f "$moddir/$m.ko.zst" ]; then
+        zstd -qdc "$moddir/$m.ko.zst" > "$stage/lib/modules/$name.ko"
+    else
+        echo "initramfs: note: $m not found for $kver (built into the kernel?)" >&2
+    fi
+done
+
+install -m 0755 "$guestd" "$stage/usr/sbin/guestd"
+cp -R "$here/rootfs/." "$stage/"
+chmod 0755 "$stage/init" "$stage/etc/init.d/rcS" "$stage/etc/init.d/S50guestd"
+[ -f "$here/rootfs/etc/test.sh" ] && chmod 0755 "$stage/etc/test.sh"
+
+# A utmp record (glibc x86_64 layout, 384 bytes) for a logged-in user, so active-user has
+# something real to report: USER_PROCESS, pid 1, tty1, user "tester".
+field() { printf '%s' "$1"; head -c $(($2 - ${#1})) /dev/zero; }
+{
+    printf '\007\000\000\000\001\000\000\000'   # ut_type = 7, padding, ut_pid = 1
+    field tty1 32                               # ut_line
+    field 1 4                                   # ut_id
+    field tester 32                             # ut_user
+    field console 256                           # ut_host
+    head -c 52 /dev/zero                        # exit, session, tv, addr, reserved
+} > "$stage/run/utmp"
+[ "$(wc -c < "$stage/run/utmp")" -eq 384 ] || die "utmp record is not 384 bytes"
+
+# Reproducible: fixed timestamps and sorted names.
+find "$stage" -exec touch -h -d @0 {} +
+(cd "$stage" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) | gzip -n -9 > "$out"
+echo "initramfs: $out ($(wc -c < "$out") bytes, kernel $kver)"
