@@ -1,10 +1,11 @@
 # guestd build, test and lint entry points. `make` builds the static musl binary.
 TARGET   := x86_64-unknown-linux-musl
 BIN      := target/$(TARGET)/release/guestd
+INITRD   := build/initramfs.cpio.gz
 CARGO    ?= cargo
 MAX_SIZE := 614400
 
-.PHONY: all build musl-target test lint fmt clippy size clean
+.PHONY: all build musl-target test unit smoke demo vm-deps initramfs lint fmt clippy size clean
 
 all: build
 
@@ -23,8 +24,27 @@ size:
 	   || { echo "error: $(BIN) is not statically linked: $$(file -b $(BIN))"; exit 1; }; fi; \
 	 [ "$$size" -le $(MAX_SIZE) ] || { echo "error: $(BIN) is $$size bytes, over the $(MAX_SIZE)-byte budget"; exit 1; }
 
-test: build
+# Every test: unit and integration tests, then the QEMU smoke test.
+test: unit smoke
+
+unit:
 	$(CARGO) test --locked
+
+vm-deps:
+	@initramfs/deps.sh
+
+initramfs: build vm-deps
+	@mkdir -p build
+	initramfs/build.sh $(BIN) $(INITRD)
+
+# Boots the test image under QEMU (TCG) and checks the agent from the host side.
+smoke: initramfs
+	$(CARGO) test --locked --test smoke -- --ignored --nocapture
+
+# The main job: boot a VM running guestd and print what the host side receives.
+demo: initramfs
+	$(CARGO) build --locked --bin guestctl
+	initramfs/demo.sh
 
 lint: fmt clippy
 
@@ -36,3 +56,4 @@ clippy:
 
 clean:
 	$(CARGO) clean
+	rm -rf build

@@ -1,0 +1,29 @@
+#!/bin/sh
+# Boots the test image under QEMU (TCG, no KVM needed) with the guest agent's virtio-serial
+# port on a host UNIX socket. QEMU is the socket server (server=on,wait=off), as with
+# libvirt, so host tools connect as clients whenever they like.
+#
+# usage: initramfs/run-vm.sh SOCKET CONSOLE_LOG [extra qemu args...]
+# env:   KERNEL (default /boot/vmlinuz-<newest>), INITRD (default build/initramfs.cpio.gz),
+#        MEM (MiB, default 256), SMP (default 1)
+set -eu
+sock=${1:?usage: run-vm.sh SOCKET CONSOLE_LOG [qemu args...]}
+log=${2:?usage: run-vm.sh SOCKET CONSOLE_LOG [qemu args...]}
+shift 2
+kver=$(ls /lib/modules 2>/dev/null | sort -V | tail -n 1)
+kernel=${KERNEL:-/boot/vmlinuz-$kver}
+initrd=${INITRD:-build/initramfs.cpio.gz}
+hint="sudo apt-get install qemu-system-x86 linux-image-amd64 busybox-static"
+command -v qemu-system-x86_64 >/dev/null || { echo "run-vm: qemu-system-x86_64 is missing: $hint" >&2; exit 1; }
+[ -r "$kernel" ] || { echo "run-vm: no readable kernel at $kernel: $hint" >&2; exit 1; }
+[ -r "$initrd" ] || { echo "run-vm: no initramfs at $initrd (make initramfs)" >&2; exit 1; }
+rm -f "$sock"
+exec qemu-system-x86_64 -accel tcg -m "${MEM:-256}" -smp "${SMP:-1}" -no-reboot \
+    -display none -monitor none -serial "file:$log" \
+    -kernel "$kernel" -initrd "$initrd" -append "console=ttyS0 quiet panic=-1" \
+    -device virtio-serial \
+    -chardev "socket,id=ga0,path=$sock,server=on,wait=off" \
+    -device virtserialport,chardev=ga0,name=ovirt-guest-agent.0 \
+    -netdev user,id=n0,restrict=on \
+    -device virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56 \
+    "$@"

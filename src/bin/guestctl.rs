@@ -1,0 +1,428 @@
+// SPDX-License-Identifier: Apache-2.0
+//! `guestctl`: the host-side tool. Connects as a client to the UNIX socket QEMU or libvirt
+//! exposes for the VM's `ovirt-guest-agent.0` port and talks to guestd over it.
+//!
+//! A host tool, not the agent: it uses blocking I/O with read timeouts, which keeps it short.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use guestd::proto::ovirt::{self, Frame, LineReader};
+use serde_json::{Map, Value, json};
+
+const USAGE: &str = "\
+Usage: guestctl --socket PATH [--timeout SECS] [--json] COMMAND
+
+Talks to guestd through the host side of the VM's ovirt-guest-agent.0 channel socket
+(QEMU: -chardev socket,server=on,wait=off). Retries until the socket accepts a connection.
+
+Commands:
+  info      ask for a refresh, negotiate API version 3 and print the guest's facts
+            (a table, or one JSON object with --json)
+  watch     print every message as it arrives, one line each, with a UTC timestamp
+  refresh   send refresh {\"apiVersion\":3} and print the burst that answers it
+  echo      send echo and wait for it to come back; prints the round-trip time
+
+Options:
+  --socket PATH    the channel socket (required)
+  --timeout SECS   give up after SECS without the expected answer (default 10)
+  --json           info: print one JSON object instead of a table
+  -h, --help       this help
+";
+
+struct Opts {
+    socket: PathBuf,
+    timeout: Duration,
+    json: bool,
+    command: String,
+}
+
+fn parse_args() -> Result<Option<Opts>, String> {
+    let mut socket = None;
+    let mut timeout = Duration::from_secs(10);
+    let mut json = false;
+    let mut command = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let (name, inline) = match a.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
+            _ => (a.clone(), None),
+        };
+        let mut value = |n: &str| {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or(format!("{n} needs a value"))
+        };
+        match name.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--socket" => socket = Some(PathBuf::from(value("--socket")?)),
+            "--timeout" => {
+                let v = value("--timeout")?;
+                let secs: f64 = v
+                    .parse()
+                    .map_err(|_| format!("--timeout: '{v}' is not a number"))?;
+                if !(0.1..=3600.0).contains(&secs) {
+                    return Err(format!("--timeout must be between 0.1 and 3600 s, not {v}"));
+                }
+                timeout = Duration::from_secs_f64(secs);
+            }
+            "--json" => json = true,
+            c if !c.starts_with('-') && command.is_none() => command = Some(c.to_owned()),
+            other => return Err(format!("unexpected argument '{other}'")),
+        }
+    }
+    let socket = socket.ok_or("--socket PATH is required")?;
+    let command = command.ok_or("a COMMAND is required")?;
+    Ok(Some(Opts {
+        socket,
+        timeout,
+        json,
+        command,
+    }))
+}
+
+/// A connection to the agent with a deadline on every read.
+struct Link {
+    stream: UnixStream,
+    reader: LineReader,
+    pending: Vec<Value>,
+}
+
+impl Link {
+    /// Connects, retrying while the socket does not exist or refuses (the VM is starting).
+    fn connect(path: &PathBuf, deadline: Instant) -> Result<Link, String> {
+        loop {
+            match UnixStream::connect(path) {
+                Ok(stream) => {
+                    return Ok(Link {
+                        stream,
+                        reader: LineReader::default(),
+                        pending: Vec::new(),
+                    });
+                }
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(format!("connecting to {}: {e}", path.display()));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    fn send(&mut self, name: &str, args: Value) -> Result<(), String> {
+        let args = match args {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        self.stream
+            .write_all(&ovirt::encode(name, args))
+            .map_err(|e| format!("sending {name}: {e}"))
+    }
+
+    /// The next message, or `Ok(None)` at the deadline.
+    fn next(&mut self, deadline: Instant) -> Result<Option<Value>, String> {
+        loop {
+            if !self.pending.is_empty() {
+                return Ok(Some(self.pending.remove(0)));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            self.stream
+                .set_read_timeout(Some(deadline - now))
+                .map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 65536];
+            let n = match self.stream.read(&mut buf) {
+                Ok(0) => return Err("the channel closed".to_owned()),
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(None);
+                }
+                Err(e) => return Err(format!("reading: {e}")),
+            };
+            let pending = &mut self.pending;
+            self.reader.feed(&buf[..n], |f| match f {
+                Frame::Line(l) => match serde_json::from_slice::<Value>(l) {
+                    Ok(v) if v.get("__name__").is_some_and(Value::is_string) => pending.push(v),
+                    _ => eprintln!("guestctl: skipping a malformed line from the guest"),
+                },
+                Frame::Oversize => eprintln!("guestctl: skipping a line over 1 MiB"),
+            });
+        }
+    }
+}
+
+fn name(v: &Value) -> &str {
+    v["__name__"].as_str().unwrap_or("")
+}
+
+/// Collects facts the way VDSM does: refresh, then api-version once a heartbeat advertises 3.
+fn info(opts: &Opts) -> Result<Map<String, Value>, String> {
+    let deadline = Instant::now() + opts.timeout;
+    let mut link = Link::connect(&opts.socket, deadline)?;
+    link.send("refresh", json!({"apiVersion": 3}))?;
+    let mut facts = Map::new();
+    let mut negotiated = false;
+    let done = |f: &Map<String, Value>| {
+        ["heartbeat", "fqdn", "os-info", "timezone", "disks-usage"]
+            .iter()
+            .all(|k| f.contains_key(*k))
+    };
+    while !done(&facts) {
+        let Some(msg) = link.next(deadline)? else {
+            break;
+        };
+        let n = name(&msg).to_owned();
+        if n == "heartbeat" && !negotiated {
+            let v = msg["apiVersion"].as_i64().unwrap_or(0).clamp(0, 3);
+            if v > 0 {
+                link.send("api-version", json!({"apiVersion": v}))?;
+                negotiated = true;
+            }
+        }
+        facts.insert(n, msg);
+    }
+    if facts.is_empty() {
+        return Err(format!(
+            "nothing arrived from the guest within {:.1} s (is guestd running in the VM?)",
+            opts.timeout.as_secs_f64()
+        ));
+    }
+    if !done(&facts) {
+        eprintln!("guestctl: timed out before every fact arrived; printing what did");
+    }
+    Ok(facts)
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn print_table(f: &Map<String, Value>) {
+    let g = |msg: &str, field: &str| {
+        f.get(msg)
+            .map(|m| s(&m[field]))
+            .unwrap_or_else(|| "-".into())
+    };
+    let row = |k: &str, v: String| println!("{k:<13} {v}");
+    row("host name", g("host-name", "name"));
+    row("fqdn", g("fqdn", "fqdn"));
+    if let Some(o) = f.get("os-info") {
+        row(
+            "os",
+            format!(
+                "{} {} ({}) {} {}",
+                s(&o["distribution"]),
+                s(&o["version"]),
+                s(&o["codename"]),
+                s(&o["type"]),
+                s(&o["arch"])
+            ),
+        );
+    }
+    row("kernel", g("os-version", "version"));
+    if let Some(t) = f.get("timezone") {
+        row(
+            "timezone",
+            format!(
+                "{} (UTC{:+} min)",
+                s(&t["zone"]),
+                t["offset"].as_i64().unwrap_or(0)
+            ),
+        );
+    }
+    if let Some(h) = f.get("heartbeat") {
+        let ms = &h["memory-stat"];
+        row(
+            "memory",
+            format!(
+                "{} MiB free of {} MiB (unused {} KiB, cached {} KiB, swap used {} KiB)",
+                s(&h["free-ram"]),
+                ms["mem_total"].as_u64().unwrap_or(0) / 1024,
+                s(&ms["mem_unused"]),
+                s(&ms["mem_cached"]),
+                s(&ms["swap_usage"])
+            ),
+        );
+    }
+    row("users", g("active-user", "name"));
+    for (i, iface) in f
+        .get("network-interfaces")
+        .and_then(|m| m["interfaces"].as_array())
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let mut addrs: Vec<String> = Vec::new();
+        for key in ["inet", "inet6"] {
+            addrs.extend(iface[key].as_array().into_iter().flatten().map(s));
+        }
+        let hw = s(&iface["hw"]);
+        let hw = if hw.is_empty() { "-".to_owned() } else { hw };
+        row(
+            if i == 0 { "interfaces" } else { "" },
+            format!("{:<8} {hw:<17} {}", s(&iface["name"]), addrs.join(" ")),
+        );
+    }
+    for (i, d) in f
+        .get("disks-usage")
+        .and_then(|m| m["disks"].as_array())
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let mib = |k: &str| d[k].as_u64().unwrap_or(0) / (1024 * 1024);
+        row(
+            if i == 0 { "disks" } else { "" },
+            format!(
+                "{:<12} {:<6} {} of {} MiB used",
+                s(&d["path"]),
+                s(&d["fs"]),
+                mib("used"),
+                mib("total")
+            ),
+        );
+    }
+    let apps: Vec<String> = f
+        .get("applications")
+        .and_then(|m| m["applications"].as_array())
+        .into_iter()
+        .flatten()
+        .map(s)
+        .collect();
+    row(
+        "applications",
+        if apps.is_empty() {
+            "-".into()
+        } else {
+            apps.join(" ")
+        },
+    );
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for now (UTC, no time crate).
+fn timestamp() -> String {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil-from-days (Howard Hinnant), valid for any date after 1970.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+fn run(opts: &Opts) -> Result<(), String> {
+    match opts.command.as_str() {
+        "info" => {
+            let facts = info(opts)?;
+            if opts.json {
+                println!("{}", Value::Object(facts));
+            } else {
+                print_table(&facts);
+            }
+        }
+        "watch" => {
+            let mut link = Link::connect(&opts.socket, Instant::now() + opts.timeout)?;
+            loop {
+                let far = Instant::now() + Duration::from_secs(3600);
+                if let Some(m) = link.next(far)? {
+                    println!("{} {m}", timestamp());
+                }
+            }
+        }
+        "refresh" => {
+            let mut link = Link::connect(&opts.socket, Instant::now() + opts.timeout)?;
+            link.send("refresh", json!({"apiVersion": 3}))?;
+            let deadline = Instant::now() + opts.timeout;
+            let mut got = 0;
+            // The burst ends with fqdn, timezone or os-info depending on the negotiated version.
+            while let Some(m) = link.next(deadline)? {
+                println!("{m}");
+                got += 1;
+                if name(&m) == "os-info" || (name(&m) == "fqdn" && got > 1) {
+                    let quiet = Instant::now() + Duration::from_millis(300);
+                    while let Some(m) = link.next(quiet)? {
+                        println!("{m}");
+                    }
+                    return Ok(());
+                }
+            }
+            if got == 0 {
+                return Err("no answer to refresh".into());
+            }
+        }
+        "echo" => {
+            let deadline = Instant::now() + opts.timeout;
+            let mut link = Link::connect(&opts.socket, deadline)?;
+            let token = format!("guestctl-{}-{}", std::process::id(), timestamp());
+            let t0 = Instant::now();
+            link.send("echo", json!({"token": token}))?;
+            loop {
+                let Some(m) = link.next(deadline)? else {
+                    return Err(format!(
+                        "no echo within {:.1} s",
+                        opts.timeout.as_secs_f64()
+                    ));
+                };
+                if name(&m) == "echo" && m["token"] == token.as_str() {
+                    println!(
+                        "echo answered in {:.1} ms",
+                        t0.elapsed().as_secs_f64() * 1000.0
+                    );
+                    return Ok(());
+                }
+            }
+        }
+        other => return Err(format!("unknown command '{other}' (see guestctl --help)")),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let opts = match parse_args() {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("guestctl: {e}\nTry 'guestctl --help'.");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("guestctl: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
