@@ -70,7 +70,7 @@ fn kernel_release() -> String {
         .expect("/lib/modules")
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .collect();
-    v.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+    v.sort_by_key(|s| version_key(s));
     v.pop().expect("a kernel in /lib/modules")
 }
 
