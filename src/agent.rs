@@ -112,21 +112,17 @@ impl Agent {
             env!("CARGO_PKG_VERSION"),
             self.channel.spec()
         );
-        match self.channel.spec() {
-            ChannelSpec::Serial(_) => self.attach(),
-            ChannelSpec::UnixListen(p) => log::info!("waiting for a host peer on {}", p.display()),
-            ChannelSpec::VirtioSerial(_) => {
-                if self.channel.waiting_for_port() {
-                    log::warn!(
-                        "virtio port {} not present yet; looking again every {} s",
-                        port_names(self.channel.spec()),
-                        PORT_RETRY.as_secs()
-                    );
-                    self.core.port_retry_at = Some(sys::monotonic_now() + PORT_RETRY);
-                } else {
-                    self.check_virtio_host();
-                }
-            }
+        if let ChannelSpec::UnixListen(p) = self.channel.spec() {
+            log::info!("waiting for a host peer on {}", p.display());
+        } else if self.channel.waiting_for_port() {
+            log::warn!(
+                "{} not available yet; looking again every {} s",
+                port_names(self.channel.spec()),
+                PORT_RETRY.as_secs()
+            );
+            self.core.retry_at = Some(sys::monotonic_now() + PORT_RETRY);
+        } else {
+            self.port_opened();
         }
         self.rearm()
     }
@@ -163,6 +159,7 @@ impl Agent {
         {
             self.on_readable(rev);
         }
+        self.core.run_pending_refresh();
         self.flush();
         self.rearm()
     }
@@ -184,7 +181,7 @@ impl Agent {
                 Signal::Hup => {
                     if self.channel.is_attached() {
                         log::info!("SIGHUP: sending a full refresh");
-                        self.core.refresh_burst();
+                        self.core.request_refresh();
                     }
                 }
                 Signal::Io => {
@@ -203,14 +200,17 @@ impl Agent {
         }
         self.armed = None;
         let now = sys::monotonic_now();
-        if self.core.port_retry_at.is_some_and(|t| t <= now) {
-            self.core.port_retry_at = None;
-            match self.channel.open_port() {
-                Ok(true) => self.check_virtio_host(),
-                Ok(false) => self.core.port_retry_at = Some(now + PORT_RETRY),
-                Err(e) => {
-                    log::error!("{e}; trying again in {} s", PORT_RETRY.as_secs());
-                    self.core.port_retry_at = Some(now + PORT_RETRY);
+        if self.core.retry_at.is_some_and(|t| t <= now) {
+            self.core.retry_at = None;
+            self.channel.pause_listening(false);
+            if self.channel.waiting_for_port() {
+                match self.channel.open_port() {
+                    Ok(true) => self.port_opened(),
+                    Ok(false) => self.core.retry_at = Some(now + PORT_RETRY),
+                    Err(e) => {
+                        self.core.fact_failed("channel", &e);
+                        self.core.retry_at = Some(now + PORT_RETRY);
+                    }
                 }
             }
         }
@@ -223,7 +223,27 @@ impl Agent {
         match self.channel.accept() {
             Ok(true) => self.attach(),
             Ok(false) => {}
-            Err(e) => log::error!("accepting a host peer on {}: {e}", self.channel.spec()),
+            Err(e) => {
+                // EMFILE and friends leave the listener readable: back off instead of spinning.
+                log::error!(
+                    "accepting a host peer on {}: {e}; pausing for {} s",
+                    self.channel.spec(),
+                    PORT_RETRY.as_secs()
+                );
+                self.channel.pause_listening(true);
+                self.core.retry_at = Some(sys::monotonic_now() + PORT_RETRY);
+            }
+        }
+    }
+
+    /// The device just opened: a serial line is attached at once, a virtio port when its
+    /// host side is connected.
+    fn port_opened(&mut self) {
+        self.core.fact_ok("channel");
+        if self.channel.is_virtio() {
+            self.check_virtio_host();
+        } else if self.channel.is_attached() {
+            self.attach();
         }
     }
 
@@ -248,12 +268,21 @@ impl Agent {
         self.core.attach(sys::monotonic_now());
     }
 
-    fn detach(&mut self, why: &str) {
+    /// The host left (`broken`: the channel failed and is closed, to be opened again).
+    fn detach(&mut self, why: &str, broken: bool) {
         let dropped = self.core.out.detach();
-        self.channel.detach();
+        self.channel.detach(broken);
         self.reader.reset();
         self.core.sched = None;
+        self.core.refresh_pending = false;
         log::info!("host detached ({why}); {dropped} unsent messages dropped");
+        if self.channel.waiting_for_port() {
+            self.core.retry_at = Some(sys::monotonic_now() + PORT_RETRY);
+        } else if self.channel.is_virtio() {
+            // A host that reconnected while we were still attached raised its SIGIO then;
+            // look now, or that connection would go unnoticed.
+            self.check_virtio_host();
+        }
     }
 
     fn on_readable(&mut self, revents: i16) {
@@ -270,13 +299,19 @@ impl Agent {
             .reader
             .read_from(&mut src, |frame| core.on_frame(frame));
         match end {
-            Ok(ReadEnd::Eof) => self.detach("end of stream"),
+            Ok(ReadEnd::Eof) => self.detach("end of stream", false),
             Ok(ReadEnd::WouldBlock) => {
                 if budget > 0 && revents & (POLLHUP | POLLERR | POLLNVAL) != 0 {
-                    self.detach("hang-up");
+                    // A virtio port reads 0 when its host is gone, so EAGAIN after POLLHUP
+                    // means the host came back between poll and read: stay attached.
+                    let back =
+                        self.channel.is_virtio() && self.channel.host_connected().unwrap_or(false);
+                    if !back {
+                        self.detach("hang-up", false);
+                    }
                 }
             }
-            Err(e) => self.detach(&format!("read error: {e}")),
+            Err(e) => self.detach(&format!("read error: {e}"), true),
         }
     }
 
@@ -288,15 +323,19 @@ impl Agent {
             return;
         };
         match self.core.out.flush_to(conn) {
-            Ok(Flush::Empty | Flush::Pending) => {}
-            Err(e) => self.detach(&format!("write error: {e}")),
+            Ok(Flush::Empty) => self.core.queue_drained(),
+            Ok(Flush::Pending) => {}
+            Err(e) => {
+                let broken = e.kind() != io::ErrorKind::BrokenPipe;
+                self.detach(&format!("write error: {e}"), broken);
+            }
         }
     }
 
     /// Arms the timer for the earliest of the next report and the next port retry.
     fn rearm(&mut self) -> Result<(), Error> {
         let report = self.core.sched.as_ref().and_then(Schedule::next_deadline);
-        let want = match (report, self.core.port_retry_at) {
+        let want = match (report, self.core.retry_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -324,7 +363,8 @@ impl Agent {
                 break;
             }
             let mut fds = [sys::pollfd(self.channel.conn_poll_fd(), POLLOUT)];
-            if sys::poll(&mut fds, Some(deadline - now)).is_err() {
+            let gone = POLLHUP | POLLERR | POLLNVAL;
+            if sys::poll(&mut fds, Some(deadline - now)).is_err() || fds[0].revents & gone != 0 {
                 break;
             }
         }
@@ -361,7 +401,13 @@ struct Core {
     out: OutQueue,
     api_version: u32,
     sched: Option<Schedule>,
-    port_retry_at: Option<Duration>,
+    /// When to look for the device again, or resume accepting after an error.
+    retry_at: Option<Duration>,
+    /// A refresh burst was asked for (refresh, api-version, SIGHUP); sent once per wake-up,
+    /// however many requests arrived.
+    refresh_pending: bool,
+    /// Messages refused since the queue last drained (logged once, then summarised).
+    rejected: u64,
     vmstat_prev: Option<(memory::VmStat, Duration)>,
     users: Option<Vec<String>>,
     active_user: Option<String>,
@@ -377,7 +423,9 @@ impl Core {
             out: OutQueue::default(),
             api_version: 0,
             sched: None,
-            port_retry_at: None,
+            retry_at: None,
+            refresh_pending: false,
+            rejected: 0,
             vmstat_prev: None,
             users: None,
             active_user: None,
@@ -450,11 +498,38 @@ impl Core {
                 dropped.join(", "),
                 msg.name
             ),
-            Push::Rejected => log::error!(
-                "outbound queue full ({} bytes): {} ({len} bytes) dropped, the host is not reading",
-                self.out.len_bytes(),
-                msg.name
-            ),
+            Push::Rejected => {
+                self.rejected += 1;
+                if self.rejected == 1 {
+                    log::error!(
+                        "outbound queue full ({} bytes): {} ({len} bytes) dropped, the host is \
+                         not reading; further drops are counted",
+                        self.out.len_bytes(),
+                        msg.name
+                    );
+                }
+            }
+        }
+    }
+
+    /// The queue emptied: report how much was refused while it was full.
+    fn queue_drained(&mut self) {
+        if self.rejected > 1 {
+            log::warn!(
+                "outbound queue drained; {} messages were dropped while it was full",
+                self.rejected
+            );
+        }
+        self.rejected = 0;
+    }
+
+    fn request_refresh(&mut self) {
+        self.refresh_pending = true;
+    }
+
+    fn run_pending_refresh(&mut self) {
+        if std::mem::take(&mut self.refresh_pending) {
+            self.refresh_burst();
         }
     }
 
@@ -488,6 +563,11 @@ impl Core {
 
     fn on_command(&mut self, cmd: Command) {
         log::debug!("host command {}", cmd.name);
+        // Consecutive refresh requests share one burst, but a later command is answered after
+        // the burst its predecessors asked for, as the host expects.
+        if !matches!(cmd.name.as_str(), "refresh" | "api-version") {
+            self.run_pending_refresh();
+        }
         match cmd.name.as_str() {
             "refresh" => {
                 // An old host that does not say its version gets version 0 (§3).
@@ -495,7 +575,7 @@ impl Core {
                     log::info!("refresh without apiVersion: falling back to API version 0");
                     self.api_version = 0;
                 }
-                self.refresh_burst();
+                self.request_refresh();
             }
             "api-version" => match cmd.args.get("apiVersion").and_then(Value::as_i64) {
                 Some(v) => {
@@ -503,7 +583,7 @@ impl Core {
                     if v != self.api_version {
                         log::info!("API version {} -> {v}", self.api_version);
                         self.api_version = v;
-                        self.refresh_burst();
+                        self.request_refresh();
                     }
                 }
                 None => log::warn!(
@@ -512,15 +592,15 @@ impl Core {
                 ),
             },
             "echo" => self.send(ovirt::echo(cmd.args), Kind::Event),
-            "set-number-of-cpus" => {
+            "set-number-of-cpus" => match cmd.args.get("count").and_then(Value::as_i64) {
                 // As the reference Linux agent: CPUs are not changed here, the current count
                 // is reported.
-                log::info!(
-                    "set-number-of-cpus {:?}: reporting the online count",
-                    cmd.args.get("count")
-                );
-                self.send_number_of_cpus();
-            }
+                Some(n) if n > 0 => {
+                    log::info!("set-number-of-cpus {n}: reporting the online count");
+                    self.send_number_of_cpus();
+                }
+                other => log::warn!("ignoring set-number-of-cpus with count {other:?}"),
+            },
             other => log::info!("ignoring unsupported command '{other}'"),
         }
     }
@@ -606,6 +686,7 @@ impl Core {
     fn send_fqdn(&mut self) {
         match hostname::read_hostname(self.root()) {
             Ok(h) => {
+                self.fact_ok("fqdn");
                 let f = hostname::read_fqdn(self.root(), &h);
                 self.send(ovirt::fqdn(&f), Kind::Report);
             }

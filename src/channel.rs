@@ -182,11 +182,14 @@ pub struct Channel {
     attached: bool,
     /// The virtio port path, once found.
     port_path: Option<PathBuf>,
+    /// Accepting is paused after an accept error (e.g. EMFILE), so the loop does not spin.
+    listen_paused: bool,
 }
 
 impl Channel {
-    /// Opens the channel. A virtio port that does not exist yet is not an error: the agent
-    /// retries `open_port` until it appears.
+    /// Opens the channel. A virtio port or serial device that does not exist yet, or cannot
+    /// be opened yet, is not an error: the agent retries `open_port` until it can. Only a
+    /// listening socket that cannot be bound is fatal.
     pub fn open(spec: &ChannelSpec, root: &Path) -> Result<Channel, Error> {
         let mut ch = Channel {
             spec: spec.clone(),
@@ -195,17 +198,14 @@ impl Channel {
             conn: None,
             attached: false,
             port_path: None,
+            listen_paused: false,
         };
         match spec {
-            ChannelSpec::VirtioSerial(_) => {
-                ch.open_port()?;
-            }
             ChannelSpec::UnixListen(path) => ch.listener = Some(listen(path)?),
-            ChannelSpec::Serial(path) => {
-                let f = open_device(path)?;
-                sys::set_raw(f.as_fd()).map_err(err("setting raw mode on", path))?;
-                ch.conn = Some(Conn::Port(f));
-                ch.attached = true;
+            ChannelSpec::VirtioSerial(_) | ChannelSpec::Serial(_) => {
+                if let Err(e) = ch.open_port() {
+                    log::error!("{e}");
+                }
             }
         }
         Ok(ch)
@@ -215,25 +215,42 @@ impl Channel {
         &self.spec
     }
 
-    /// Whether this is a virtio channel whose port has not been found yet.
+    /// Whether this is a device channel (virtio or serial) that is not open: not found yet,
+    /// or closed after an error. The agent then retries `open_port` on a timer.
     pub fn waiting_for_port(&self) -> bool {
-        matches!(self.spec, ChannelSpec::VirtioSerial(_)) && self.conn.is_none()
+        !matches!(self.spec, ChannelSpec::UnixListen(_)) && self.conn.is_none()
     }
 
-    /// Looks for the virtio port and opens it. `Ok(true)` when it is open now.
+    pub fn is_virtio(&self) -> bool {
+        matches!(self.spec, ChannelSpec::VirtioSerial(_))
+    }
+
+    /// Finds and opens the device. `Ok(true)` when it is open now. A serial line counts as
+    /// attached as soon as it is open; a virtio port is attached once `host_connected` says so.
     pub fn open_port(&mut self) -> Result<bool, Error> {
-        let ChannelSpec::VirtioSerial(name) = &self.spec else {
-            return Ok(false);
-        };
         if self.conn.is_some() {
             return Ok(true);
         }
-        let names: Vec<&str> = match name {
-            Some(n) => vec![n.as_str()],
-            None => DEFAULT_PORT_NAMES.to_vec(),
-        };
-        let Some(path) = find_virtio_port(&self.root, &names) else {
-            return Ok(false);
+        let path = match &self.spec {
+            ChannelSpec::UnixListen(_) => return Ok(false),
+            ChannelSpec::Serial(path) => {
+                let f = open_device(path)?;
+                sys::set_raw(f.as_fd()).map_err(err("setting raw mode on", path))?;
+                log::info!("opened serial line {}", path.display());
+                self.conn = Some(Conn::Port(f));
+                self.attached = true;
+                return Ok(true);
+            }
+            ChannelSpec::VirtioSerial(name) => {
+                let names: Vec<&str> = match name {
+                    Some(n) => vec![n.as_str()],
+                    None => DEFAULT_PORT_NAMES.to_vec(),
+                };
+                match find_virtio_port(&self.root, &names) {
+                    Some(p) => p,
+                    None => return Ok(false),
+                }
+            }
         };
         let f = open_device(&path)?;
         // INVARIANT: SIGIO is blocked (the signalfd exists) before O_ASYNC is set, so the
@@ -265,9 +282,14 @@ impl Channel {
     /// The listening socket while it should accept (no peer yet), else -1.
     pub fn listen_poll_fd(&self) -> RawFd {
         match (&self.listener, &self.conn) {
-            (Some(l), None) => l.as_raw_fd(),
+            (Some(l), None) if !self.listen_paused => l.as_raw_fd(),
             _ => -1,
         }
+    }
+
+    /// Stops (or resumes) accepting host peers; used to back off after an accept error.
+    pub fn pause_listening(&mut self, paused: bool) {
+        self.listen_paused = paused;
     }
 
     /// For a virtio port: whether the host side is connected now (no POLLHUP). Called on
@@ -311,11 +333,18 @@ impl Channel {
         }
     }
 
-    /// The host left: a socket peer is closed; a virtio port stays open, detached.
-    pub fn detach(&mut self) {
+    /// The host left. A socket peer is closed. A virtio port stays open, detached, unless
+    /// `broken` (an I/O error such as ENODEV after hot-unplug): then it is closed and looked
+    /// for again. A serial line has no "host left" state, so any detach closes and reopens it.
+    pub fn detach(&mut self, broken: bool) {
         self.attached = false;
-        if matches!(self.conn, Some(Conn::Stream(_))) {
+        let close = match self.spec {
+            ChannelSpec::UnixListen(_) | ChannelSpec::Serial(_) => true,
+            ChannelSpec::VirtioSerial(_) => broken,
+        };
+        if close {
             self.conn = None;
+            self.port_path = None;
         }
     }
 
@@ -355,7 +384,9 @@ fn listen(path: &Path) -> Result<UnixListener, Error> {
             std::fs::remove_file(path).map_err(err("removing stale socket", path))?;
         }
     }
-    let l = UnixListener::bind(path).map_err(err("listening on", path))?;
+    // Created 0600 from the start (umask 0177), so no other user can connect in between.
+    let l =
+        sys::with_umask(0o177, || UnixListener::bind(path)).map_err(err("listening on", path))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(err("setting permissions of", path))?;
     l.set_nonblocking(true).map_err(err("listening on", path))?;
@@ -438,7 +469,10 @@ mod tests {
             e.to_string().contains("another process is listening"),
             "{e}"
         );
-        ch.detach();
+        ch.pause_listening(true);
+        ch.detach(false);
+        assert_eq!(ch.listen_poll_fd(), -1);
+        ch.pause_listening(false);
         assert!(ch.listen_poll_fd() >= 0);
         std::fs::remove_dir_all(&dir).unwrap();
     }

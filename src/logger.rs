@@ -22,7 +22,9 @@ pub fn init(target: LogTarget, level: LevelFilter) {
         LogTarget::Off => log::set_max_level(LevelFilter::Off),
         LogTarget::Stderr => init_stderr(level),
         LogTarget::Syslog => match UnixDatagram::unbound() {
-            Ok(sock) if sock.connect(DEV_LOG).is_ok() => {
+            // Non-blocking: a stalled syslog daemon must not stall the agent's loop; a record
+            // it cannot take now goes to stderr instead.
+            Ok(sock) if sock.connect(DEV_LOG).is_ok() && sock.set_nonblocking(true).is_ok() => {
                 let logger = Syslog {
                     sock: Mutex::new(sock),
                     pid: std::process::id(),

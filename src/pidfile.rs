@@ -6,7 +6,7 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::os::fd::AsFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::sys;
@@ -50,29 +50,42 @@ impl PidFile {
             path: path.to_owned(),
             source,
         };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(path)
-            .map_err(io_err)?;
-        if !sys::flock_exclusive_nonblocking(file.as_fd()).map_err(io_err)? {
-            let mut text = String::new();
-            let _ = file.read_to_string(&mut text);
-            return Err(Error::Held {
+        // A holder that exits removes the file while still holding the lock, so a file
+        // locked here may already be unlinked: lock again until the locked file is the one
+        // at `path`.
+        for _ in 0..10 {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o644)
+                .open(path)
+                .map_err(io_err)?;
+            if !sys::flock_exclusive_nonblocking(file.as_fd()).map_err(io_err)? {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                return Err(Error::Held {
+                    path: path.to_owned(),
+                    pid: text.trim().parse().ok(),
+                });
+            }
+            let same = match (file.metadata(), std::fs::metadata(path)) {
+                (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                _ => false,
+            };
+            if !same {
+                continue;
+            }
+            file.set_len(0).map_err(io_err)?;
+            file.rewind().map_err(io_err)?;
+            writeln!(file, "{}", std::process::id()).map_err(io_err)?;
+            return Ok(PidFile {
                 path: path.to_owned(),
-                pid: text.trim().parse().ok(),
+                _file: file,
             });
         }
-        file.set_len(0).map_err(io_err)?;
-        file.rewind().map_err(io_err)?;
-        writeln!(file, "{}", std::process::id()).map_err(io_err)?;
-        Ok(PidFile {
-            path: path.to_owned(),
-            _file: file,
-        })
+        Err(io_err(io::Error::other("the file keeps being replaced")))
     }
 }
 

@@ -438,5 +438,84 @@ fn waits_for_a_missing_virtio_port_instead_of_exiting() {
     child.kill().unwrap();
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not present yet"), "{err}");
+    assert!(err.contains("not available yet"), "{err}");
+}
+
+#[test]
+fn a_flood_of_refresh_requests_costs_one_burst_per_wakeup() {
+    let (_dir, agent) = agent_with_root("flood", &["-t", "1"]);
+    let mut peer = agent.connect();
+    peer.until("fqdn", 2 * SEC);
+    let flood = r#"{"__name__": "refresh", "apiVersion": 3}"#.to_owned() + "\n";
+    peer.send_raw(flood.repeat(3000).as_bytes());
+    peer.send(r#"{"__name__": "echo", "done": 1}"#);
+    let t0 = Instant::now();
+    let (_, seen) = peer.until("echo", 5 * SEC);
+    let bursts = names(&seen)
+        .iter()
+        .filter(|n| *n == "session-startup")
+        .count();
+    assert!(
+        (1..=60).contains(&bursts),
+        "{bursts} refresh bursts for 3000 requests"
+    );
+    assert!(t0.elapsed() < 2 * SEC, "flood served in {:?}", t0.elapsed());
+    // The schedule is not starved.
+    peer.until("heartbeat", 3 * SEC);
+}
+
+#[test]
+fn serial_channel_speaks_raw_json_lines_over_a_real_tty() {
+    use std::io::{Read, Write};
+    let dir = Dir::new("serial");
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    copy_tree(&fixture("agent-root"), &root);
+    let (mut master, slave) = guestd::sys::open_pty().unwrap();
+    let mut child = std::process::Command::new(common::guestd_bin())
+        .args(["--config", "/dev/null", "-d", "0", "-t", "1"])
+        .arg(format!("--channel=serial:{}", slave.display()))
+        .arg(format!("--root={}", root.display()))
+        .spawn()
+        .unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + 5 * SEC;
+    let mut fds = [libc_pollfd(&master)];
+    while !String::from_utf8_lossy(&got).contains("\"__name__\":\"fqdn\"") {
+        assert!(
+            Instant::now() < deadline,
+            "no burst on the tty: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        if guestd::sys::poll(&mut fds, Some(Duration::from_millis(100))).unwrap() > 0 {
+            let mut buf = [0u8; 4096];
+            let n = master.read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+    let text = String::from_utf8(got.clone()).unwrap();
+    assert!(
+        text.starts_with("{\"__name__\":\"session-startup\"}\n"),
+        "{text}"
+    );
+    assert!(!text.contains('\r'), "raw mode: no CR added to newlines");
+    master
+        .write_all(b"{\"__name__\":\"echo\",\"via\":\"tty\"}\n")
+        .unwrap();
+    let deadline = Instant::now() + 5 * SEC;
+    while !String::from_utf8_lossy(&got).contains("\"via\":\"tty\"") {
+        assert!(Instant::now() < deadline, "no echo on the tty");
+        if guestd::sys::poll(&mut fds, Some(Duration::from_millis(100))).unwrap() > 0 {
+            let mut buf = [0u8; 4096];
+            let n = master.read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+fn libc_pollfd(f: &std::fs::File) -> guestd::sys::PollFd {
+    use std::os::fd::AsRawFd;
+    guestd::sys::pollfd(f.as_raw_fd(), guestd::sys::POLLIN)
 }

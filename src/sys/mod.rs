@@ -16,7 +16,7 @@ pub use fs::{FsStats, flock_exclusive_nonblocking, statvfs};
 pub use net::{InterfaceAddress, interface_addresses};
 pub use signalfd::{Signal, SignalFd, unblock_all};
 pub use timerfd::TimerFd;
-pub use tty::set_raw;
+pub use tty::{open_pty, set_raw};
 
 /// Turns a libc return value of -1 into `io::Error::last_os_error()`.
 pub(crate) fn cvt<T: IsMinusOne>(ret: T) -> io::Result<T> {
@@ -116,6 +116,17 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: F_SETFL takes an integer argument and touches no memory; the result is checked.
     cvt(unsafe { libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
     Ok(())
+}
+
+/// Runs `f` with the process umask set to `mask`, then restores the previous one (umask(2)).
+/// guestd is single-threaded, so no other thread can create files meanwhile.
+pub fn with_umask<T>(mask: u32, f: impl FnOnce() -> T) -> T {
+    // SAFETY: umask only swaps the process file-mode mask; it cannot fail.
+    let old = unsafe { libc::umask(mask) };
+    let out = f();
+    // SAFETY: as above; restores the mask saved before.
+    unsafe { libc::umask(old) };
+    out
 }
 
 /// The current `CLOCK_MONOTONIC` time, the clock every guestd timer runs on.
