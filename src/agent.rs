@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-//! The agent: one single-threaded poll(2) loop over a fixed table of four descriptors: the
-//! signalfd (SIGTERM, SIGINT, SIGHUP, SIGIO), the timerfd (the next scheduled report or port
-//! retry), the listening socket (unix-listen only) and the host connection.
+//! The agent: one single-threaded poll(2) loop. Four fixed descriptors: the signalfd
+//! (SIGTERM, SIGINT, SIGHUP, SIGIO, SIGCHLD), the timerfd (the next scheduled report, port
+//! retry or hook deadline), the listening socket (unix-listen only) and the host connection;
+//! then the control socket and its clients, and the pipes of a running hook.
 //!
 //! While no host is attached nothing is collected and no timer is armed: the process sleeps
 //! in poll(2) until a peer connects (listening socket) or the virtio port raises SIGIO.
@@ -13,11 +14,16 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::channel::{self, Channel, ChannelSpec};
 use crate::config::Config;
+use crate::control::ControlServer;
 use crate::facts::{self, apps, cpus, disks, hostname, memory, net, osinfo, timezone, users};
+use crate::hooks::{Job, Runner};
+use crate::kv::Origin;
+use crate::kv::store::{Store, StoreLock};
+use crate::params::{self, Op};
 use crate::proto::ovirt::{self, Command, Frame, LineReader, MAX_API_VERSION, Message, ReadEnd};
 use crate::proto::queue::{Flush, Kind, OutQueue, Push};
 use crate::schedule::{Schedule, Task};
@@ -35,6 +41,10 @@ const PORT_RETRY: Duration = Duration::from_secs(3);
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
 /// Reads served per wake-up before the loop looks at its other descriptors again.
 const READS_PER_WAKEUP: usize = 64;
+/// Outbox messages are queued for the host while the queue holds less than this.
+const OUTBOX_WINDOW: usize = 256 * 1024;
+/// How long the agent waits at start for a command-line call that holds the store lock.
+const STORE_LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// A failure that stops the agent.
 #[derive(Debug)]
@@ -73,17 +83,39 @@ fn sys_err(op: &'static str) -> impl FnOnce(io::Error) -> Error {
 pub fn run(cfg: Config) -> Result<(), Error> {
     // INVARIANT: the signals are blocked (by creating the signalfd) before the channel is
     // opened, because opening a virtio port turns on SIGIO.
-    let signals = SignalFd::new(&[Signal::Term, Signal::Int, Signal::Hup, Signal::Io])
-        .map_err(sys_err("creating the signalfd"))?;
+    let signals = SignalFd::new(&[
+        Signal::Term,
+        Signal::Int,
+        Signal::Hup,
+        Signal::Io,
+        Signal::Child,
+    ])
+    .map_err(sys_err("creating the signalfd"))?;
     let timer = TimerFd::new().map_err(sys_err("creating the timerfd"))?;
     let channel = Channel::open(&cfg.channel, &cfg.root).map_err(Error::Channel)?;
+    let mut core = Core::new(cfg);
+    core.open_store()?;
+    // INVARIANT: the store is locked and loaded before the control socket exists, so a
+    // command-line call either edits the store itself or reaches an agent that has it.
+    let control = if core.store.is_some() {
+        match ControlServer::bind(&core.cfg.control_socket, core.cfg.control_group.as_deref()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                log::error!("control socket: {e}; command-line calls will edit the store directly");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let mut agent = Agent {
         signals,
         timer,
         armed: None,
         channel,
         reader: LineReader::default(),
-        core: Core::new(cfg),
+        control,
+        core,
         stop: false,
     };
     agent.start()?;
@@ -101,6 +133,7 @@ struct Agent {
     armed: Option<Duration>,
     channel: Channel,
     reader: LineReader,
+    control: Option<ControlServer>,
     core: Core,
     stop: bool,
 }
@@ -135,12 +168,19 @@ impl Agent {
         } else {
             POLLIN | POLLOUT
         };
-        let mut fds = [
+        let mut extra = Vec::new();
+        if let Some(c) = &self.control {
+            c.poll_fds(&mut extra);
+        }
+        let control_end = extra.len();
+        extra.extend(self.core.hooks.poll_fds());
+        let mut fds = vec![
             sys::pollfd(self.signals.as_raw_fd(), POLLIN),
             sys::pollfd(self.timer.as_raw_fd(), POLLIN),
             sys::pollfd(self.channel.listen_poll_fd(), POLLIN),
             sys::pollfd(conn_fd, conn_events),
         ];
+        fds.extend(extra.iter().map(|&(fd, ev)| sys::pollfd(fd, ev)));
         sys::poll(&mut fds, None).map_err(sys_err("poll"))?;
 
         if fds[SIGNALS].revents != 0 {
@@ -159,6 +199,20 @@ impl Agent {
         {
             self.on_readable(rev);
         }
+        for (i, p) in fds.iter().enumerate().skip(CONN + 1) {
+            if p.revents == 0 {
+                continue;
+            }
+            if i - (CONN + 1) < control_end {
+                if let Some(c) = &mut self.control {
+                    let core = &mut self.core;
+                    c.on_ready(p.fd, p.revents, &mut |op| core.control_op(op));
+                }
+            } else {
+                self.core.hooks.on_ready(p.fd, p.revents);
+            }
+        }
+        self.core.hooks_finished();
         self.core.run_pending_refresh();
         self.flush();
         self.rearm()
@@ -189,6 +243,7 @@ impl Agent {
                         self.check_virtio_host();
                     }
                 }
+                Signal::Child => self.core.hooks.on_sigchld(),
                 other => log::debug!("ignoring signal {other:?}"),
             }
         }
@@ -214,6 +269,7 @@ impl Agent {
                 }
             }
         }
+        self.core.hooks.on_timer(now);
         if self.channel.is_attached() {
             self.core.run_due(now);
         }
@@ -275,6 +331,7 @@ impl Agent {
         self.reader.reset();
         self.core.sched = None;
         self.core.refresh_pending = false;
+        self.core.attached = false;
         log::info!("host detached ({why}); {dropped} unsent messages dropped");
         if self.channel.waiting_for_port() {
             self.core.retry_at = Some(sys::monotonic_now() + PORT_RETRY);
@@ -322,8 +379,14 @@ impl Agent {
         let Some(conn) = self.channel.conn_mut() else {
             return;
         };
-        match self.core.out.flush_to(conn) {
-            Ok(Flush::Empty) => self.core.queue_drained(),
+        let result = self.core.out.flush_to(conn);
+        // Record deliveries even when the write then failed: those lines were written.
+        self.core.record_delivered();
+        match result {
+            Ok(Flush::Empty) => {
+                self.core.queue_drained();
+                self.core.pump_outbox();
+            }
             Ok(Flush::Pending) => {}
             Err(e) => {
                 let broken = e.kind() != io::ErrorKind::BrokenPipe;
@@ -335,10 +398,10 @@ impl Agent {
     /// Arms the timer for the earliest of the next report and the next port retry.
     fn rearm(&mut self) -> Result<(), Error> {
         let report = self.core.sched.as_ref().and_then(Schedule::next_deadline);
-        let want = match (report, self.core.retry_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let want = [report, self.core.retry_at, self.core.hooks.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min();
         if want != self.armed {
             self.timer
                 .set_deadline(want)
@@ -408,6 +471,16 @@ struct Core {
     refresh_pending: bool,
     /// Messages refused since the queue last drained (logged once, then summarised).
     rejected: u64,
+    /// A host is attached (bursts and outbox messages may be queued).
+    attached: bool,
+    /// The key-value store, held under its lock for the agent's life; `None` when it could
+    /// not be opened (then key-value requests are refused with `store_error`).
+    store: Option<Store>,
+    store_error: String,
+    _store_lock: Option<StoreLock>,
+    /// The highest outbox sequence number queued for the current host.
+    queued_upto: u64,
+    hooks: Runner,
     vmstat_prev: Option<(memory::VmStat, Duration)>,
     users: Option<Vec<String>>,
     active_user: Option<String>,
@@ -426,6 +499,12 @@ impl Core {
             retry_at: None,
             refresh_pending: false,
             rejected: 0,
+            attached: false,
+            store: None,
+            store_error: String::new(),
+            _store_lock: None,
+            queued_upto: 0,
+            hooks: Runner::new(),
             vmstat_prev: None,
             users: None,
             active_user: None,
@@ -437,7 +516,55 @@ impl Core {
         &self.cfg.root
     }
 
+    /// Locks and loads the store. A store that cannot be used is not fatal: the oVirt
+    /// side works without it, and key-value requests get the reason as their error.
+    fn open_store(&mut self) -> Result<(), Error> {
+        let dir = self.cfg.state_dir.clone();
+        let deadline = sys::monotonic_now() + STORE_LOCK_WAIT;
+        let lock = loop {
+            match StoreLock::try_lock(&dir) {
+                Ok(Some(l)) => break l,
+                Ok(None) if sys::monotonic_now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Ok(None) => {
+                    return Err(Error::Sys {
+                        op: "locking the store (is another guestd using it?)",
+                        source: io::Error::new(
+                            io::ErrorKind::WouldBlock,
+                            dir.display().to_string(),
+                        ),
+                    });
+                }
+                Err(e) => {
+                    log::error!("key-value store disabled: {e}");
+                    self.store_error = e.to_string();
+                    return Ok(());
+                }
+            }
+        };
+        match Store::open(&dir) {
+            Ok(s) => {
+                log::info!(
+                    "store {}: {} params, {} messages pending for the host",
+                    dir.display(),
+                    s.params().len(),
+                    s.outbox().len()
+                );
+                self.store = Some(s);
+                self._store_lock = Some(lock);
+            }
+            Err(e) => {
+                log::error!("key-value store disabled: {e}");
+                self.store_error = e.to_string();
+            }
+        }
+        Ok(())
+    }
+
     fn attach(&mut self, now: Duration) {
+        self.attached = true;
+        self.queued_upto = 0;
         let c = &self.cfg;
         self.sched = Some(Schedule::new(
             now,
@@ -453,6 +580,73 @@ impl Core {
         self.users = None;
         self.active_user = None;
         self.startup_burst();
+        self.pump_outbox();
+    }
+
+    /// Queues outbox messages not yet queued for this host, in order, while there is room.
+    fn pump_outbox(&mut self) {
+        if !self.attached {
+            return;
+        }
+        let Some(store) = &self.store else {
+            return;
+        };
+        for p in store.outbox() {
+            if p.seq <= self.queued_upto {
+                continue;
+            }
+            if self.out.len_bytes() >= OUTBOX_WINDOW {
+                break;
+            }
+            let mut args = p.msg.as_object().cloned().unwrap_or_default();
+            let name = match args.remove("__name__") {
+                Some(Value::String(n)) => n,
+                _ => String::from("invalid"),
+            };
+            if self.out.push_durable(p.seq, ovirt::encode(&name, args)) == Push::Rejected {
+                break;
+            }
+            self.queued_upto = p.seq;
+        }
+    }
+
+    /// Marks written outbox messages delivered in the store.
+    fn record_delivered(&mut self) {
+        let seqs = self.out.take_delivered();
+        if seqs.is_empty() {
+            return;
+        }
+        if let Some(store) = &mut self.store {
+            if let Err(e) = store.delivered(&seqs) {
+                // They stay pending and go out again after the next attach: duplicated,
+                // never lost.
+                log::error!("recording {} delivered messages: {e}", seqs.len());
+            }
+        }
+    }
+
+    /// Serves a command-line request from the control socket.
+    fn control_op(&mut self, op: Op) -> Value {
+        let Some(store) = &mut self.store else {
+            return json!({"ok": false, "error": format!("the store is unavailable: {}", self.store_error)});
+        };
+        match params::apply(store, &op) {
+            Ok(reply) => {
+                self.pump_outbox();
+                reply.response()
+            }
+            Err(e) => json!({"ok": false, "error": e.to_string()}),
+        }
+    }
+
+    /// Logs hooks that finished (the runner logs each program's status and output).
+    fn hooks_finished(&mut self) {
+        for (label, outcomes) in self.hooks.take_finished() {
+            let failed = outcomes.iter().filter(|o| !o.ok()).count();
+            if failed > 0 {
+                log::warn!("{label} hooks: {failed} of {} failed", outcomes.len());
+            }
+        }
     }
 
     fn run_due(&mut self, now: Duration) {
@@ -488,6 +682,11 @@ impl Core {
             );
             return;
         }
+        self.push_message(msg, kind);
+    }
+
+    /// Queues `msg` without the version gate.
+    fn push_message(&mut self, msg: Message, kind: Kind) {
         let bytes = msg.encode();
         let len = bytes.len();
         match self.out.push(msg.name, kind, bytes) {
@@ -562,6 +761,7 @@ impl Core {
     }
 
     fn on_command(&mut self, cmd: Command) {
+        // Never log arguments: set-param values may be secrets.
         log::debug!("host command {}", cmd.name);
         // Consecutive refresh requests share one burst, but a later command is answered after
         // the burst its predecessors asked for, as the host expects.
@@ -601,8 +801,78 @@ impl Core {
                 }
                 other => log::warn!("ignoring set-number-of-cpus with count {other:?}"),
             },
+            "set-param" | "delete-param" | "delete-params" | "get-param" | "list-params" => {
+                let result = self.host_param_command(&cmd);
+                self.complete(&cmd, result);
+            }
             other => log::info!("ignoring unsupported command '{other}'"),
         }
+    }
+
+    /// Answers `completion` when the command carried a `reply_id`; logs a refusal otherwise.
+    fn complete(&mut self, cmd: &Command, result: Result<(), String>) {
+        match cmd.args.get("reply_id").and_then(Value::as_str) {
+            // A host that asks for a reply understands it, whatever the negotiated version.
+            Some(id) => {
+                let msg = params::completion(id, result);
+                self.push_message(msg, Kind::Event);
+            }
+            None => {
+                if let Err(e) = result {
+                    log::warn!("{} refused: {e}", cmd.name);
+                }
+            }
+        }
+    }
+
+    /// The key-value commands of the host (guestd's extension of the channel).
+    fn host_param_command(&mut self, cmd: &Command) -> Result<(), String> {
+        let arg = |k: &str| {
+            cmd.args
+                .get(k)
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("missing string \"{k}\""))
+        };
+        let Some(store) = &mut self.store else {
+            return Err(format!("the store is unavailable: {}", self.store_error));
+        };
+        match cmd.name.as_str() {
+            "set-param" => {
+                let (key, value) = (arg("key")?, arg("value")?);
+                store
+                    .set(key, value, Origin::Host, true, None)
+                    .map_err(|e| e.to_string())?;
+                log::info!("host set param '{key}'");
+                self.hooks.submit(Job {
+                    label: "param".into(),
+                    dir: self.cfg.hooks_dir.join("param"),
+                    args: vec![key.to_owned()],
+                    stdin: value.as_bytes().to_vec(),
+                    redact: Some(value.as_bytes().to_vec()),
+                    timeout: self.cfg.hook_timeout,
+                });
+            }
+            "delete-param" => {
+                // Deleting an absent key is not an error: the key is absent afterwards.
+                store.delete(arg("key")?, None).map_err(|e| e.to_string())?;
+            }
+            "delete-params" => {
+                store.delete_all(None).map_err(|e| e.to_string())?;
+            }
+            "get-param" => {
+                let key = arg("key")?;
+                let msg = match store.get(key) {
+                    Some(e) => params::param(&e.key, &e.value, e.origin),
+                    None => params::param_absent(key),
+                };
+                self.push_message(msg, Kind::Event);
+            }
+            _ => {
+                let msg = params::params(store.params());
+                self.push_message(msg, Kind::Event);
+            }
+        }
+        Ok(())
     }
 
     /// The start-up burst, in the reference order (§2.1).

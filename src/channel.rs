@@ -368,7 +368,7 @@ fn open_device(path: &Path) -> Result<File, Error> {
 
 /// Binds `path` (replacing a stale socket left by a previous run, never another kind of
 /// file), mode 0600, non-blocking.
-fn listen(path: &Path) -> Result<UnixListener, Error> {
+pub(crate) fn listen(path: &Path) -> Result<UnixListener, Error> {
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if meta.file_type().is_socket() {
             if UnixStream::connect(path).is_ok() {

@@ -1,19 +1,25 @@
 // SPDX-License-Identifier: Apache-2.0
 //! The command line, parsed by hand (no argument-parsing crate, to keep the static binary
-//! small). Accepts ovmd's option style: `-t 5`, `-t5`, `--time-period=5`, `--time-period 5`.
+//! small). It takes ovmd's options with ovmd's meanings and getopt_long's conventions:
+//! `-t 5`, `-t5`, `--time-period=5`, `--time-period 5`, clustered flags (`-xl`), and
+//! unambiguous prefixes of long options (`--list` for `--list-params`).
 
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::config::{self, Config};
+use crate::params::Op;
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq)]
 pub enum Invocation {
     Help,
     Version,
+    /// Run as the agent (none of `-p -g -r -x -l -e -s`).
     Agent(Box<Config>),
+    /// Perform key-value operations, in the order given, and exit.
+    Ops(Box<Config>, Vec<Op>),
 }
 
 /// A command-line or config-file error: printed to stderr, exit code 2.
@@ -36,14 +42,107 @@ pub struct Args {
     pub config: Option<PathBuf>,
     /// `(key, value)` settings in command-line order.
     pub settings: Vec<(String, String)>,
+    /// Key-value operations in command-line order.
+    pub ops: Vec<Op>,
 }
 
-/// Short options that take a value, and the long name they stand for.
-const SHORT_WITH_VALUE: &[(char, &str)] =
-    &[('t', "time-period"), ('d', "debug"), ('f', "pid-file")];
+/// What an option does once its value (if any) is known.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Help,
+    Version,
+    Config,
+    Setting(&'static str),
+    SetParam,
+    GetParam,
+    DeleteParam,
+    DeleteParams,
+    ListParams,
+    Event,
+    Script,
+}
 
-fn long_takes_value(name: &str) -> bool {
-    name == "config" || config::KEYS.iter().any(|(k, _)| *k == name)
+impl Kind {
+    fn takes_value(self) -> bool {
+        !matches!(
+            self,
+            Kind::Help | Kind::Version | Kind::DeleteParams | Kind::ListParams
+        )
+    }
+}
+
+/// The ovmd options: (short, long, kind).
+const OVMD: &[(char, &str, Kind)] = &[
+    ('p', "set-param", Kind::SetParam),
+    ('g', "get-param", Kind::GetParam),
+    ('r', "delete-param", Kind::DeleteParam),
+    ('x', "delete-params", Kind::DeleteParams),
+    ('l', "list-params", Kind::ListParams),
+    ('e', "event", Kind::Event),
+    ('s', "script", Kind::Script),
+    ('d', "debug", Kind::Setting("debug")),
+    ('f', "pid-file", Kind::Setting("pid-file")),
+    ('t', "time-period", Kind::Setting("time-period")),
+    ('v', "version", Kind::Version),
+    ('h', "help", Kind::Help),
+];
+
+fn by_short(c: char) -> Option<Kind> {
+    OVMD.iter().find(|(s, _, _)| *s == c).map(|(_, _, k)| *k)
+}
+
+/// Resolves a long option name: exact match, else a unique prefix (getopt_long rules).
+fn by_long(name: &str) -> Result<Kind, UsageError> {
+    let mut all: Vec<(&str, Kind)> = OVMD.iter().map(|(_, l, k)| (*l, *k)).collect();
+    all.push(("config", Kind::Config));
+    for (key, _) in config::KEYS {
+        if !all.iter().any(|(l, _)| l == key) {
+            all.push((key, Kind::Setting(key)));
+        }
+    }
+    if let Some((_, k)) = all.iter().find(|(l, _)| *l == name) {
+        return Ok(*k);
+    }
+    let matches: Vec<&(&str, Kind)> = all.iter().filter(|(l, _)| l.starts_with(name)).collect();
+    match matches.as_slice() {
+        [(_, k)] if !name.is_empty() => Ok(*k),
+        [] | [_] => Err(UsageError(format!("unknown option --{name}"))),
+        many => Err(UsageError(format!(
+            "option --{name} is ambiguous ({})",
+            many.iter()
+                .map(|(l, _)| format!("--{l}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+impl Args {
+    fn apply(&mut self, kind: Kind, value: Option<String>) -> Result<(), UsageError> {
+        let v = value.unwrap_or_default();
+        match kind {
+            Kind::Help => self.help = true,
+            Kind::Version => self.version = true,
+            Kind::Config => self.config = Some(PathBuf::from(v)),
+            Kind::Setting(key) => self.settings.push((key.to_owned(), v)),
+            Kind::SetParam => {
+                let Some((key, value)) = v.split_once('=') else {
+                    return Err(UsageError(format!("-p needs KEY=VALUE, not '{v}'")));
+                };
+                self.ops.push(Op::Set {
+                    key: key.to_owned(),
+                    value: value.to_owned(),
+                });
+            }
+            Kind::GetParam => self.ops.push(Op::Get { key: v }),
+            Kind::DeleteParam => self.ops.push(Op::Delete { key: v }),
+            Kind::DeleteParams => self.ops.push(Op::DeleteAll),
+            Kind::ListParams => self.ops.push(Op::List),
+            Kind::Event => self.ops.push(Op::Event { name: v }),
+            Kind::Script => self.ops.push(Op::Script { name: v }),
+        }
+        Ok(())
+    }
 }
 
 /// Parses the arguments after the program name.
@@ -54,13 +153,12 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Args, Usa
         let arg = arg
             .into_string()
             .map_err(|a| UsageError(format!("argument {a:?} is not valid UTF-8")))?;
-        let mut value_of = |name: &str, inline: Option<String>| -> Result<String, UsageError> {
-            match inline {
-                Some(v) => Ok(v),
-                None => it
-                    .next()
-                    .and_then(|v| v.into_string().ok())
-                    .ok_or_else(|| UsageError(format!("option {name} needs a value"))),
+        let mut next_value = |shown: &str| -> Result<String, UsageError> {
+            match it.next() {
+                Some(v) => v
+                    .into_string()
+                    .map_err(|a| UsageError(format!("value {a:?} of {shown} is not valid UTF-8"))),
+                None => Err(UsageError(format!("option {shown} needs a value"))),
             }
         };
         if let Some(long) = arg.strip_prefix("--") {
@@ -68,35 +166,31 @@ pub fn parse_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Args, Usa
                 Some((n, v)) => (n, Some(v.to_owned())),
                 None => (long, None),
             };
-            match name {
-                "help" => out.help = true,
-                "version" => out.version = true,
-                _ if long_takes_value(name) => {
-                    let v = value_of(&format!("--{name}"), inline)?;
-                    if name == "config" {
-                        out.config = Some(PathBuf::from(v));
-                    } else {
-                        out.settings.push((name.to_owned(), v));
-                    }
+            let kind = by_long(name)?;
+            let value = match (kind.takes_value(), inline) {
+                (true, Some(v)) => Some(v),
+                (true, None) => Some(next_value(&format!("--{name}"))?),
+                (false, Some(_)) => {
+                    return Err(UsageError(format!("option --{name} takes no value")));
                 }
-                _ => return Err(UsageError(format!("unknown option --{name}"))),
-            }
+                (false, None) => None,
+            };
+            out.apply(kind, value)?;
         } else if let Some(shorts) = arg.strip_prefix('-').filter(|s| !s.is_empty()) {
             for (i, c) in shorts.char_indices() {
-                match c {
-                    'h' => out.help = true,
-                    'v' => out.version = true,
-                    _ => {
-                        let Some((_, long)) = SHORT_WITH_VALUE.iter().find(|(s, _)| *s == c) else {
-                            return Err(UsageError(format!("unknown option -{c}")));
-                        };
-                        let rest = &shorts[i + c.len_utf8()..];
-                        let inline = (!rest.is_empty()).then(|| rest.to_owned());
-                        let v = value_of(&format!("-{c}"), inline)?;
-                        out.settings.push(((*long).to_owned(), v));
-                        break;
-                    }
+                let kind = by_short(c).ok_or_else(|| UsageError(format!("unknown option -{c}")))?;
+                if !kind.takes_value() {
+                    out.apply(kind, None)?;
+                    continue;
                 }
+                let rest = &shorts[i + c.len_utf8()..];
+                let value = if rest.is_empty() {
+                    next_value(&format!("-{c}"))?
+                } else {
+                    rest.to_owned()
+                };
+                out.apply(kind, Some(value))?;
+                break;
             }
         } else {
             return Err(UsageError(format!("unexpected argument '{arg}'")));
@@ -131,37 +225,57 @@ impl Args {
     }
 }
 
-/// Parses the command line and reads the config file.
+/// Parses the command line, checks every operation's limits and reads the config file.
 pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Invocation, UsageError> {
-    let args = parse_args(args)?;
+    let mut args = parse_args(args)?;
     if args.help {
         return Ok(Invocation::Help);
     }
     if args.version {
         return Ok(Invocation::Version);
     }
-    Ok(Invocation::Agent(Box::new(args.into_config()?)))
+    // INVARIANT: every operation is checked before any runs, so a bad one leaves nothing
+    // stored and nothing sent.
+    for op in &args.ops {
+        op.validate().map_err(UsageError)?;
+    }
+    let ops = std::mem::take(&mut args.ops);
+    let cfg = Box::new(args.into_config()?);
+    Ok(if ops.is_empty() {
+        Invocation::Agent(cfg)
+    } else {
+        Invocation::Ops(cfg, ops)
+    })
 }
 
 /// The `--help` text.
 pub fn help() -> String {
     let mut s = format!(
         "guestd {} - guest agent for minimal Linux VMs (oVirt guest-agent protocol)\n\n\
-         Usage: guestd [OPTIONS]\n\n\
-         Options:\n\
-         \x20 -t, --time-period=SECS   heartbeat period in seconds (default 5)\n\
-         \x20 -d, --debug=LEVEL        0 = no log, 1 = stderr, 2 = syslog via /dev/log (default 2)\n\
-         \x20 -f, --pid-file=FILE      write the pid to FILE; refuse to start if a live guestd holds it\n\
-         \x20     --channel=SPEC       virtio-serial[:NAME] (default), unix-listen:PATH, serial:DEVICE\n\
-         \x20     --config=FILE        config file (default {}; key = value lines)\n\
-         \x20 -v, --version            print the version and exit\n\
-         \x20 -h, --help               print this help and exit\n\n\
-         Every config-file key is also a long option:\n",
+         Usage: guestd [OPTIONS]                run the agent\n\
+         \x20      guestd -p KEY=VALUE | -g KEY | -r KEY | -x | -l | -e EVENT | -s SCRIPT ...\n\n\
+         Options (ovmd's):\n\
+         \x20 -p, --set-param=KEY=VALUE  set a param and send it to the host\n\
+         \x20 -g, --get-param=KEY        print a param's value (exit 1 if absent)\n\
+         \x20 -r, --delete-param=KEY     delete a param\n\
+         \x20 -x, --delete-params        delete all params\n\
+         \x20 -l, --list-params          list all params, one {{\"key\":\"value\"}} per line, oldest first\n\
+         \x20 -e, --event=EVENT          send an event to the host and run its hooks\n\
+         \x20 -s, --script=SCRIPT        run the SCRIPT hooks with the params on stdin\n\
+         \x20 -d, --debug=LEVEL          0 = no log, 1 = stderr, 2 = syslog via /dev/log (default 2)\n\
+         \x20 -f, --pid-file=FILE        write the pid to FILE; refuse to start if a live guestd holds it\n\
+         \x20 -t, --time-period=SECS     heartbeat period in seconds (default 5)\n\
+         \x20 -v, --version              print the version and exit\n\
+         \x20 -h, --help                 print this help and exit\n\n\
+         More options (each is also a key of the config file, default {}):\n\
+         \x20     --config=FILE            read FILE instead\n",
         env!("CARGO_PKG_VERSION"),
         config::DEFAULT_CONFIG
     );
     for (k, h) in config::KEYS {
-        s.push_str(&format!("  --{k:<24} {h}\n"));
+        if !OVMD.iter().any(|(_, l, _)| l == k) {
+            s.push_str(&format!("      --{k:<24} {h}\n"));
+        }
     }
     s
 }
@@ -204,11 +318,68 @@ mod tests {
     }
 
     #[test]
-    fn rejects_unknown_and_incomplete_options() {
+    fn ovmd_operations_keep_their_order_and_prefixes_work() {
+        let a = args(&[
+            "-p",
+            "k1=v=1",
+            "-xl",
+            "--list",
+            "-gk1",
+            "--delete-param=k2",
+            "-e",
+            "up",
+            "-sconfigure",
+        ])
+        .unwrap();
+        assert_eq!(
+            a.ops,
+            vec![
+                Op::Set {
+                    key: "k1".into(),
+                    value: "v=1".into()
+                },
+                Op::DeleteAll,
+                Op::List,
+                Op::List,
+                Op::Get { key: "k1".into() },
+                Op::Delete { key: "k2".into() },
+                Op::Event { name: "up".into() },
+                Op::Script {
+                    name: "configure".into()
+                },
+            ]
+        );
+        assert_eq!(
+            args(&["--set=a=b"]).unwrap().ops,
+            vec![Op::Set {
+                key: "a".into(),
+                value: "b".into()
+            }]
+        );
+        assert!(args(&["--delete"]).unwrap_err().0.contains("ambiguous"));
+    }
+
+    #[test]
+    fn rejects_unknown_incomplete_and_out_of_limit_options() {
         assert_eq!(args(&["-q"]).unwrap_err().0, "unknown option -q");
         assert_eq!(args(&["--nope"]).unwrap_err().0, "unknown option --nope");
         assert_eq!(args(&["-t"]).unwrap_err().0, "option -t needs a value");
         assert_eq!(args(&["x"]).unwrap_err().0, "unexpected argument 'x'");
+        assert_eq!(
+            args(&["-p", "novalue"]).unwrap_err().0,
+            "-p needs KEY=VALUE, not 'novalue'"
+        );
+        assert_eq!(
+            args(&["--list-params=3"]).unwrap_err().0,
+            "option --list-params takes no value"
+        );
+        let long = format!("{}=v", "k".repeat(256));
+        let e = parse(["-p", "ok=1", "-p", &long].map(OsString::from)).unwrap_err();
+        assert_eq!(e.0, "key is longer than 255 bytes");
+        let big = format!("k={}", "v".repeat(8193));
+        assert!(parse(["-p", &big].map(OsString::from)).is_err());
+        assert!(parse(["-p", "=v"].map(OsString::from)).is_err());
+        assert!(parse(["-p", "a\u{1}b=v"].map(OsString::from)).is_err());
     }
 
     #[test]

@@ -39,6 +39,16 @@ pub struct Config {
     pub ignored_fs: Vec<String>,
     /// Directory the facts are read under (`/` except in tests and containers).
     pub root: PathBuf,
+    /// Where the key-value store lives.
+    pub state_dir: PathBuf,
+    /// Where event, script and param hooks live.
+    pub hooks_dir: PathBuf,
+    /// The agent's control socket, used by the command line while the agent runs.
+    pub control_socket: PathBuf,
+    /// A group whose members may use the control socket besides root.
+    pub control_group: Option<String>,
+    /// How long a hook may run before its process group is killed.
+    pub hook_timeout: Duration,
 }
 
 impl Default for Config {
@@ -57,6 +67,11 @@ impl Default for Config {
             ignored_nics: words("lo docker0"),
             ignored_fs: DEFAULT_IGNORED_FS.iter().map(|s| (*s).to_owned()).collect(),
             root: PathBuf::from("/"),
+            state_dir: PathBuf::from("/var/lib/guestd"),
+            hooks_dir: PathBuf::from("/etc/guestd/hooks.d"),
+            control_socket: PathBuf::from("/run/guestd.sock"),
+            control_group: None,
+            hook_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -111,6 +126,26 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "root",
         "DIR: read /proc, /sys and /etc under DIR (tests, containers)",
+    ),
+    (
+        "state-dir",
+        "DIR: the key-value store (default /var/lib/guestd)",
+    ),
+    (
+        "hooks-dir",
+        "DIR: event, script and param hooks (default /etc/guestd/hooks.d)",
+    ),
+    (
+        "control-socket",
+        "PATH: socket for command-line calls to the agent (default /run/guestd.sock)",
+    ),
+    (
+        "control-group",
+        "GROUP: members may use the control socket too (default: root only)",
+    ),
+    (
+        "hook-timeout",
+        "SECS: a hook still running after SECS is killed (default 60)",
     ),
 ];
 
@@ -174,6 +209,11 @@ impl Config {
             "ignored-nics" => self.ignored_nics = words(value),
             "ignored-fs" => self.ignored_fs = words(value),
             "root" => self.root = non_empty_path(key, value)?,
+            "state-dir" => self.state_dir = non_empty_path(key, value)?,
+            "hooks-dir" => self.hooks_dir = non_empty_path(key, value)?,
+            "control-socket" => self.control_socket = non_empty_path(key, value)?,
+            "control-group" => self.control_group = (!value.is_empty()).then(|| value.to_owned()),
+            "hook-timeout" => self.hook_timeout = seconds(key, value)?,
             _ => return Err(BadSetting(format!("unknown key '{key}'"))),
         }
         Ok(())

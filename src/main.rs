@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
-//! The `guestd` binary: parse the command line, set up logging and the pid file, run the
-//! agent, and map errors to exit codes (0 ok, 1 runtime failure, 2 usage or config error).
+//! The `guestd` binary: parse the command line, then either run the key-value operations it
+//! names (ovmd's `-p -g -r -x -l -e -s`) or set up logging and the pid file and run the
+//! agent. Exit codes: 0 ok, 1 runtime failure (or `-g` of an absent key), 2 usage or
+//! configuration error.
 
 use std::process::ExitCode;
 
 use guestd::cli::{self, Invocation};
 use guestd::pidfile::PidFile;
-use guestd::{agent, logger};
+use guestd::{agent, logger, ops};
 
 fn main() -> ExitCode {
     // The release build aborts on panic; say why in the log first.
@@ -24,6 +26,10 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Ok(Invocation::Agent(cfg)) => cfg,
+        Ok(Invocation::Ops(cfg, ops)) => {
+            logger::init(cfg.log_target, cfg.log_level);
+            return ExitCode::from(ops::run(&cfg, &ops));
+        }
         Err(e) => {
             eprintln!("guestd: {e}\nTry 'guestd --help'.");
             return ExitCode::from(2);

@@ -364,6 +364,7 @@ fn pid_file_refuses_a_second_agent() {
             "0",
             "--channel=unix-listen:/tmp/x-unused.sock",
         ])
+        .args(common::isolation(dir.path()))
         .arg(&pid_arg)
         .output()
         .unwrap();
@@ -426,6 +427,7 @@ fn waits_for_a_missing_virtio_port_instead_of_exiting() {
             "--channel",
             "virtio-serial",
         ])
+        .args(common::isolation(root))
         .arg(format!("--root={}", root.display()))
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -476,6 +478,7 @@ fn serial_channel_speaks_raw_json_lines_over_a_real_tty() {
         .args(["--config", "/dev/null", "-d", "0", "-t", "1"])
         .arg(format!("--channel=serial:{}", slave.display()))
         .arg(format!("--root={}", root.display()))
+        .args(common::isolation(dir.path()))
         .spawn()
         .unwrap();
     let mut got = Vec::new();

@@ -21,7 +21,9 @@ pub enum Kind {
     /// A notification or a reply (`session-logon`, `echo`): never superseded, dropped when
     /// the host detaches (it concerned that host's session).
     Event,
-    /// A message that must reach the host eventually (kept across detach).
+    /// A message that must reach the host eventually: never dropped to make room (a full
+    /// queue refuses it instead). Its source of truth is the store's outbox, which re-queues
+    /// it after a detach; `take_delivered` reports when it has been written.
     Durable,
 }
 
@@ -30,6 +32,8 @@ struct Item {
     name: &'static str,
     kind: Kind,
     bytes: Vec<u8>,
+    /// The outbox sequence number of a durable message.
+    seq: Option<u64>,
 }
 
 /// The result of offering a message to the queue.
@@ -60,6 +64,8 @@ pub struct OutQueue {
     /// Bytes of the head item already written.
     head_written: usize,
     heartbeats_written: u64,
+    /// Outbox sequence numbers of durable messages written completely.
+    delivered: Vec<u64>,
 }
 
 impl Default for OutQueue {
@@ -76,6 +82,7 @@ impl OutQueue {
             capacity,
             head_written: 0,
             heartbeats_written: 0,
+            delivered: Vec::new(),
         }
     }
 
@@ -110,6 +117,22 @@ impl OutQueue {
         dropped
     }
 
+    /// Queues a durable message from the outbox, tagged with its sequence number.
+    pub fn push_durable(&mut self, seq: u64, bytes: Vec<u8>) -> Push {
+        let r = self.push("outbox", Kind::Durable, bytes);
+        if r != Push::Rejected {
+            if let Some(last) = self.items.back_mut() {
+                last.seq = Some(seq);
+            }
+        }
+        r
+    }
+
+    /// Sequence numbers of durable messages written completely since the last call.
+    pub fn take_delivered(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.delivered)
+    }
+
     /// Queues one encoded message.
     pub fn push(&mut self, name: &'static str, kind: Kind, bytes: Vec<u8>) -> Push {
         // A newer report of the same fact makes a queued, unsent one stale.
@@ -137,7 +160,12 @@ impl OutQueue {
             return Push::Rejected;
         }
         self.bytes += bytes.len();
-        self.items.push_back(Item { name, kind, bytes });
+        self.items.push_back(Item {
+            name,
+            kind,
+            bytes,
+            seq: None,
+        });
         if dropped.is_empty() {
             Push::Queued
         } else {
@@ -156,6 +184,9 @@ impl OutQueue {
                         if head.kind == Kind::Heartbeat {
                             self.heartbeats_written += 1;
                         }
+                        if let Some(seq) = head.seq {
+                            self.delivered.push(seq);
+                        }
                         self.bytes -= head.bytes.len();
                         self.head_written = 0;
                         self.items.pop_front();
@@ -173,12 +204,16 @@ impl OutQueue {
         Ok(Flush::Empty)
     }
 
-    /// The host went away. Reports and heartbeats are dropped (the next attach sends fresh
-    /// ones); durable messages stay, and a partially written one is sent again whole, since
-    /// the new host starts reading at a line boundary. Returns how many messages were dropped.
+    /// The host went away: everything queued is dropped (returned: how many). Reports and
+    /// heartbeats are superseded by the next attach's burst; durable messages stay in the
+    /// store's outbox and are queued again, whole, on the next attach, since the new host
+    /// starts reading at a line boundary.
     pub fn detach(&mut self) -> usize {
+        let n = self.items.len();
+        self.items.clear();
+        self.bytes = 0;
         self.head_written = 0;
-        self.remove_where(|it| it.kind != Kind::Durable).len()
+        n
     }
 }
 
@@ -286,23 +321,22 @@ mod tests {
     }
 
     #[test]
-    fn detach_keeps_durable_messages_and_restarts_a_partial_head() {
+    fn durable_messages_report_delivery_only_when_written_whole() {
         let mut q = OutQueue::new(1000);
-        q.push("k", Kind::Durable, line("k", 10));
+        q.push_durable(7, line("k", 10));
         q.push("h", Kind::Heartbeat, line("h", 10));
-        q.push("r", Kind::Report, line("r", 10));
+        q.push_durable(8, line("m", 10));
         let mut w = Choke {
             out: Vec::new(),
-            budget: 4,
+            budget: 25,
         };
         assert_eq!(q.flush_to(&mut w).unwrap(), Flush::Pending);
-        assert_eq!(q.detach(), 2);
-        let mut w = Choke {
-            out: Vec::new(),
-            budget: 1000,
-        };
-        assert_eq!(q.flush_to(&mut w).unwrap(), Flush::Empty);
-        assert_eq!(w.out, line("k", 10));
+        assert_eq!(q.take_delivered(), vec![7]);
+        assert_eq!(q.take_delivered(), Vec::<u64>::new());
+        // Detached with seq 8 half written: not delivered, and the queue is empty.
+        assert_eq!(q.detach(), 1);
+        assert_eq!(q.len_bytes(), 0);
+        assert!(q.take_delivered().is_empty());
     }
 
     #[test]

@@ -4,7 +4,9 @@
 
 mod fs;
 mod net;
+mod process;
 mod signalfd;
+mod sock;
 mod timerfd;
 mod tty;
 
@@ -14,7 +16,9 @@ use std::time::Duration;
 
 pub use fs::{FsStats, flock_exclusive_nonblocking, statvfs};
 pub use net::{InterfaceAddress, interface_addresses};
+pub use process::{ExitStatus, SIGKILL, SIGTERM, Spawned, kill_group, spawn, try_wait, wait};
 pub use signalfd::{Signal, SignalFd, unblock_all};
+pub use sock::{PeerCred, chgrp, geteuid, peer_cred};
 pub use timerfd::TimerFd;
 pub use tty::{open_pty, set_raw};
 

@@ -57,6 +57,16 @@ pub fn copy_tree(from: &Path, to: &Path) {
     assert!(ok, "cp -a {} {}", from.display(), to.display());
 }
 
+/// Options that keep a test's agent and CLI calls to its own directory: store, control socket
+/// and hooks.
+pub fn isolation(dir: &Path) -> Vec<String> {
+    vec![
+        format!("--state-dir={}", dir.join("state").display()),
+        format!("--control-socket={}", dir.join("ctl.sock").display()),
+        format!("--hooks-dir={}", dir.join("hooks").display()),
+    ]
+}
+
 pub fn guestd_bin() -> &'static str {
     env!("CARGO_BIN_EXE_guestd")
 }
@@ -79,6 +89,7 @@ impl Agent {
             .arg("/dev/null")
             .arg(format!("--channel=unix-listen:{}", sock.display()))
             .args(["-d", "1", "--log-level", "debug"])
+            .args(isolation(dir))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

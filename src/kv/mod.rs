@@ -1,0 +1,123 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Key-value messaging between guest and host (ovmd's params): the limits, the entry type, the
+//! `-l` line format, and the persistent store (`store`).
+
+pub mod store;
+
+pub use store::{Error, Pending, Store, StoreLock};
+
+use serde_json::{Map, Value};
+
+/// Longest key in bytes (ovmapi's 256-byte name buffer, NUL included).
+pub const MAX_KEY: usize = 255;
+/// Longest value in bytes (ovmapi's `OVMM_MAX_VALUE_LEN`).
+pub const MAX_VALUE: usize = 8192;
+/// Most keys the store holds.
+pub const MAX_PARAMS: usize = 1024;
+/// Most messages waiting for delivery to the host.
+pub const MAX_OUTBOX: usize = 4096;
+
+/// A key is 1..=255 bytes of UTF-8 with no `=` and no control characters.
+pub fn check_key(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        Err("key is empty".into())
+    } else if key.len() > MAX_KEY {
+        Err(format!("key is longer than {MAX_KEY} bytes"))
+    } else if key.contains('=') {
+        Err("key contains '='".into())
+    } else if key.chars().any(char::is_control) {
+        Err("key contains a control character".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// A value is at most 8192 bytes.
+pub fn check_value(value: &str) -> Result<(), String> {
+    if value.len() > MAX_VALUE {
+        Err(format!("value is longer than {MAX_VALUE} bytes"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Which side set an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Guest,
+    Host,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Guest => "guest",
+            Origin::Host => "host",
+        }
+    }
+
+    /// The inverse of `as_str`.
+    pub fn parse(s: &str) -> Option<Origin> {
+        match s {
+            "guest" => Some(Origin::Guest),
+            "host" => Some(Origin::Host),
+            _ => None,
+        }
+    }
+}
+
+/// One stored param.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub key: String,
+    pub value: String,
+    pub origin: Origin,
+    /// Unix seconds when it was set.
+    pub time: u64,
+    /// Whether it has reached the host.
+    pub sent: bool,
+}
+
+/// The `guestd -l` line for `e`: `{"key":"value"}`, compact, no newline.
+pub fn list_line(e: &Entry) -> String {
+    let mut m = Map::new();
+    m.insert(e.key.clone(), Value::String(e.value.clone()));
+    Value::Object(m).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_values_and_lines() {
+        assert_eq!(check_key(""), Err("key is empty".into()));
+        assert!(check_key(&"k".repeat(255)).is_ok());
+        assert_eq!(
+            check_key(&"k".repeat(256)),
+            Err("key is longer than 255 bytes".into())
+        );
+        assert_eq!(check_key("a=b"), Err("key contains '='".into()));
+        assert_eq!(
+            check_key("a\nb"),
+            Err("key contains a control character".into())
+        );
+        assert!(check_key("ключ \"x\"").is_ok());
+        assert!(check_value(&"v".repeat(8192)).is_ok());
+        assert_eq!(
+            check_value(&"v".repeat(8193)),
+            Err("value is longer than 8192 bytes".into())
+        );
+        assert_eq!(Origin::parse("host"), Some(Origin::Host));
+        assert_eq!(Origin::parse(Origin::Guest.as_str()), Some(Origin::Guest));
+        assert_eq!(Origin::parse("x"), None);
+        let e = Entry {
+            key: "k\"1".into(),
+            value: "a\nb".into(),
+            origin: Origin::Guest,
+            time: 0,
+            sent: false,
+        };
+        assert_eq!(list_line(&e), r#"{"k\"1":"a\nb"}"#);
+    }
+}

@@ -1,0 +1,289 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Key-value operations, the same whoever performs them: the agent (for a CLI call over the
+//! control socket) or the CLI itself (editing the store under its lock when no agent runs).
+//! Also the wire messages of guestd's key-value extension of the oVirt channel.
+
+use serde_json::{Map, Value, json};
+
+use crate::kv::store::{self, Store};
+use crate::kv::{self, Entry, Origin};
+use crate::proto::ovirt::Message;
+
+/// One operation of the ovmd-style command line (`-p -g -r -x -l -e -s`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Set { key: String, value: String },
+    Get { key: String },
+    Delete { key: String },
+    DeleteAll,
+    List,
+    Event { name: String },
+    Script { name: String },
+}
+
+impl Op {
+    /// Checks limits before anything is stored or sent (ovmd's: key 1-255 bytes without '='
+    /// or control characters, value at most 8192 bytes; hook names are one path component).
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Op::Set { key, value } => kv::check_key(key).and_then(|()| kv::check_value(value)),
+            Op::Get { key } | Op::Delete { key } => kv::check_key(key),
+            Op::Event { name } | Op::Script { name } => check_hook_name(name),
+            Op::DeleteAll | Op::List => Ok(()),
+        }
+    }
+
+    /// The control-socket request for this operation (`Script` runs in the CLI itself).
+    pub fn request(&self) -> Value {
+        match self {
+            Op::Set { key, value } => json!({"op": "set", "key": key, "value": value}),
+            Op::Get { key } => json!({"op": "get", "key": key}),
+            Op::Delete { key } => json!({"op": "delete", "key": key}),
+            Op::DeleteAll => json!({"op": "delete-all"}),
+            Op::List | Op::Script { .. } => json!({"op": "list"}),
+            Op::Event { name } => json!({"op": "event", "name": name}),
+        }
+    }
+
+    /// Parses a control-socket request.
+    pub fn from_request(v: &Value) -> Result<Op, String> {
+        let s = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| format!("request lacks string \"{k}\""))
+        };
+        let op = match v.get("op").and_then(Value::as_str) {
+            Some("set") => Op::Set {
+                key: s("key")?,
+                value: s("value")?,
+            },
+            Some("get") => Op::Get { key: s("key")? },
+            Some("delete") => Op::Delete { key: s("key")? },
+            Some("delete-all") => Op::DeleteAll,
+            Some("list") => Op::List,
+            Some("event") => Op::Event { name: s("name")? },
+            other => return Err(format!("unknown request {other:?}")),
+        };
+        op.validate()?;
+        Ok(op)
+    }
+}
+
+/// A hook directory name: one non-empty path component.
+pub fn check_hook_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        Err(format!("'{name}' is not a valid event or script name"))
+    } else {
+        Ok(())
+    }
+}
+
+/// The result of a guest-side operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Done,
+    Value(Option<String>),
+    List(Vec<Entry>),
+}
+
+impl Reply {
+    /// The control-socket response.
+    pub fn response(&self) -> Value {
+        match self {
+            Reply::Done => json!({"ok": true}),
+            Reply::Value(Some(v)) => json!({"ok": true, "value": v}),
+            Reply::Value(None) => json!({"ok": true, "absent": true}),
+            Reply::List(entries) => {
+                json!({"ok": true, "params": entries.iter().map(entry_json).collect::<Vec<_>>()})
+            }
+        }
+    }
+
+    /// Parses a control-socket response; `Err` carries the agent's error text.
+    pub fn from_response(v: &Value) -> Result<Reply, String> {
+        if v.get("ok") != Some(&Value::Bool(true)) {
+            return Err(v
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("malformed response from the agent")
+                .to_owned());
+        }
+        if let Some(val) = v.get("value").and_then(Value::as_str) {
+            return Ok(Reply::Value(Some(val.to_owned())));
+        }
+        if v.get("absent") == Some(&Value::Bool(true)) {
+            return Ok(Reply::Value(None));
+        }
+        if let Some(list) = v.get("params").and_then(Value::as_array) {
+            return Ok(Reply::List(
+                list.iter().filter_map(entry_from_json).collect(),
+            ));
+        }
+        Ok(Reply::Done)
+    }
+}
+
+fn entry_json(e: &Entry) -> Value {
+    json!({"key": e.key, "value": e.value, "origin": e.origin.as_str(), "time": e.time, "sent": e.sent})
+}
+
+fn entry_from_json(v: &Value) -> Option<Entry> {
+    Some(Entry {
+        key: v.get("key")?.as_str()?.to_owned(),
+        value: v.get("value")?.as_str()?.to_owned(),
+        origin: Origin::parse(v.get("origin")?.as_str()?)?,
+        time: v.get("time").and_then(Value::as_u64).unwrap_or(0),
+        sent: v.get("sent").and_then(Value::as_bool).unwrap_or(false),
+    })
+}
+
+/// Performs a guest-side operation on the store: what `-p`, `-r`, `-x` and `-e` store is
+/// also queued in the store's outbox for the host, durably, in the same write.
+pub fn apply(store: &mut Store, op: &Op) -> Result<Reply, store::Error> {
+    match op {
+        Op::Set { key, value } => {
+            let msg = wire(&param(key, value, Origin::Guest));
+            store.set(key, value, Origin::Guest, false, Some(msg))?;
+            Ok(Reply::Done)
+        }
+        Op::Get { key } => Ok(Reply::Value(store.get(key).map(|e| e.value.clone()))),
+        Op::Delete { key } => {
+            store.delete(key, Some(wire(&param_deleted(key))))?;
+            Ok(Reply::Done)
+        }
+        Op::DeleteAll => {
+            store.delete_all(Some(wire(&Message::bare("params-deleted"))))?;
+            Ok(Reply::Done)
+        }
+        Op::List | Op::Script { .. } => Ok(Reply::List(store.params().to_vec())),
+        Op::Event { name } => {
+            store.push_outbox(wire(&event(name)))?;
+            Ok(Reply::Done)
+        }
+    }
+}
+
+/// A message as the JSON object stored in the outbox.
+pub fn wire(msg: &Message) -> Value {
+    let mut m = msg.args.clone();
+    m.insert("__name__".into(), Value::String(msg.name.into()));
+    Value::Object(m)
+}
+
+fn msg(name: &'static str, args: Value) -> Message {
+    Message {
+        name,
+        args: match args {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        },
+    }
+}
+
+/// `param {key, value, origin}`.
+pub fn param(key: &str, value: &str, origin: Origin) -> Message {
+    msg(
+        "param",
+        json!({"key": key, "value": value, "origin": origin.as_str()}),
+    )
+}
+
+/// `param {key, error: "no such key"}`: the answer to `get-param` for an absent key.
+pub fn param_absent(key: &str) -> Message {
+    msg("param", json!({"key": key, "error": "no such key"}))
+}
+
+/// `params {params: [{key, value, origin}...]}`, oldest first.
+pub fn params(entries: &[Entry]) -> Message {
+    let list: Vec<Value> = entries
+        .iter()
+        .map(|e| json!({"key": e.key, "value": e.value, "origin": e.origin.as_str()}))
+        .collect();
+    msg("params", json!({ "params": list }))
+}
+
+pub fn param_deleted(key: &str) -> Message {
+    msg("param-deleted", json!({ "key": key }))
+}
+
+pub fn event(name: &str) -> Message {
+    msg("event", json!({ "name": name }))
+}
+
+/// `completion {reply_id, done: true}`, or `done: false` with the reason.
+pub fn completion(reply_id: &str, result: Result<(), String>) -> Message {
+    match result {
+        Ok(()) => msg("completion", json!({"reply_id": reply_id, "done": true})),
+        Err(e) => msg(
+            "completion",
+            json!({"reply_id": reply_id, "done": false, "error": e}),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_and_are_validated() {
+        for op in [
+            Op::Set {
+                key: "k".into(),
+                value: "v=1\n".into(),
+            },
+            Op::Get { key: "k".into() },
+            Op::Delete { key: "k".into() },
+            Op::DeleteAll,
+            Op::List,
+            Op::Event {
+                name: "ready".into(),
+            },
+        ] {
+            assert_eq!(Op::from_request(&op.request()), Ok(op));
+        }
+        assert!(Op::from_request(&json!({"op": "set", "key": "a=b", "value": ""})).is_err());
+        assert!(Op::from_request(&json!({"op": "reboot"})).is_err());
+        assert!(
+            Op::Script {
+                name: "../x".into()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(Op::Event { name: "".into() }.validate().is_err());
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let e = Entry {
+            key: "k".into(),
+            value: "v".into(),
+            origin: Origin::Host,
+            time: 5,
+            sent: true,
+        };
+        for r in [
+            Reply::Done,
+            Reply::Value(Some("x".into())),
+            Reply::Value(None),
+            Reply::List(vec![e]),
+        ] {
+            assert_eq!(Reply::from_response(&r.response()), Ok(r));
+        }
+        assert_eq!(
+            Reply::from_response(&json!({"ok": false, "error": "store full"})),
+            Err("store full".into())
+        );
+    }
+
+    #[test]
+    fn completion_carries_the_refusal_reason() {
+        let m = completion("r1", Err("key contains '='".into()));
+        assert_eq!(
+            wire(&m),
+            json!({"__name__": "completion", "reply_id": "r1", "done": false, "error": "key contains '='"})
+        );
+    }
+}
