@@ -49,6 +49,11 @@ pub struct Config {
     pub control_group: Option<String>,
     /// How long a hook may run before its process group is killed.
     pub hook_timeout: Duration,
+    /// The same for lifecycle-event hooks, which VDSM waits for at most 10 s.
+    pub lifecycle_timeout: Duration,
+    /// Commands that power off or reboot the guest, instead of the built-in methods.
+    pub poweroff_command: Option<String>,
+    pub reboot_command: Option<String>,
 }
 
 impl Default for Config {
@@ -72,6 +77,9 @@ impl Default for Config {
             control_socket: PathBuf::from("/run/guestd.sock"),
             control_group: None,
             hook_timeout: Duration::from_secs(60),
+            lifecycle_timeout: Duration::from_secs(8),
+            poweroff_command: None,
+            reboot_command: None,
         }
     }
 }
@@ -147,6 +155,18 @@ pub const KEYS: &[(&str, &str)] = &[
         "hook-timeout",
         "SECS: a hook still running after SECS is killed (default 60)",
     ),
+    (
+        "lifecycle-hook-timeout",
+        "SECS: the same for lifecycle-event hooks (default 8)",
+    ),
+    (
+        "poweroff-command",
+        "CMD: run CMD (no shell) to power off, instead of the built-in methods",
+    ),
+    (
+        "reboot-command",
+        "CMD: run CMD (no shell) to reboot, instead of the built-in methods",
+    ),
 ];
 
 /// A bad key or value; `Display` gives the reason, the caller adds where it came from.
@@ -214,6 +234,11 @@ impl Config {
             "control-socket" => self.control_socket = non_empty_path(key, value)?,
             "control-group" => self.control_group = (!value.is_empty()).then(|| value.to_owned()),
             "hook-timeout" => self.hook_timeout = seconds(key, value)?,
+            "lifecycle-hook-timeout" => self.lifecycle_timeout = seconds(key, value)?,
+            "poweroff-command" => {
+                self.poweroff_command = (!value.is_empty()).then(|| value.to_owned())
+            }
+            "reboot-command" => self.reboot_command = (!value.is_empty()).then(|| value.to_owned()),
             _ => return Err(BadSetting(format!("unknown key '{key}'"))),
         }
         Ok(())

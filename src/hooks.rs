@@ -35,7 +35,8 @@ const READS_PER_WAKEUP: usize = 16;
 /// another thread would otherwise go unnoticed).
 const TICK: Duration = Duration::from_millis(100);
 
-/// One run of every executable in `dir`. No `Debug`: `stdin` may hold a secret.
+/// One run of every executable in `dir` (or of `dir` itself when it is one executable file,
+/// as for a power-off command). No `Debug`: `stdin` may hold a secret.
 #[derive(Clone)]
 pub struct Job {
     /// Names the job in logs and in `GUESTD_HOOK`, e.g. "param" or "configure".
@@ -305,7 +306,12 @@ impl Runner {
                     return;
                 };
                 let mut done = Vec::new();
-                let left = list_executables(&job.dir).unwrap_or_else(|e| {
+                let listed = if job.dir.is_file() {
+                    Ok(vec![job.dir.clone()])
+                } else {
+                    list_executables(&job.dir)
+                };
+                let left = listed.unwrap_or_else(|e| {
                     let r = Err(format!("listing {}: {e}", job.dir.display()));
                     done.push(conclude(
                         sink,
@@ -745,12 +751,12 @@ mod tests {
         assert!(log.starts_with("test/20-badinterp: cannot run: "), "{log}");
         assert!(out[1].ok() && out[2].ok() && out.len() == 3);
 
-        // A job whose directory cannot be listed reports that as its one outcome.
+        // A job naming one executable file runs just that program.
         let (out, _) = run(Job {
             dir: h.join("30-good"),
             ..job(&d, &[])
         });
-        assert!(out.len() == 1 && out[0].result.as_ref().unwrap_err().starts_with("listing "));
+        assert!(out.len() == 1 && out[0].ok() && out[0].program == h.join("30-good"));
         // A missing directory: nothing to run, nothing failed.
         assert!(
             run(Job {

@@ -11,6 +11,7 @@
 //! - `cli`, `config`, `logger`, `pidfile`: the command line, the config file, the log
 //!   backends and the pid file.
 
+pub mod actions;
 pub mod agent;
 pub mod channel;
 pub mod cli;

@@ -158,7 +158,14 @@ pub fn apply(store: &mut Store, op: &Op) -> Result<Reply, store::Error> {
         }
         Op::List | Op::Script { .. } => Ok(Reply::List(store.params().to_vec())),
         Op::Event { name } => {
-            store.push_outbox(wire(&event(name)))?;
+            // A screen locker reports through `guestd -e session-lock`: these two are sent as
+            // the oVirt notifications themselves.
+            let msg = match name.as_str() {
+                "session-lock" => Message::bare("session-lock"),
+                "session-unlock" => Message::bare("session-unlock"),
+                _ => event(name),
+            };
+            store.push_outbox(wire(&msg))?;
             Ok(Reply::Done)
         }
     }

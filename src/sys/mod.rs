@@ -16,7 +16,10 @@ use std::time::Duration;
 
 pub use fs::{FsStats, flock_exclusive_nonblocking, statvfs};
 pub use net::{InterfaceAddress, interface_addresses};
-pub use process::{ExitStatus, SIGKILL, SIGTERM, Spawned, kill_group, spawn, try_wait, wait};
+pub use process::{
+    ExitStatus, SIGKILL, SIGTERM, Spawned, kill_group, signal, spawn, sync_and_reboot, try_wait,
+    wait,
+};
 pub use signalfd::{Signal, SignalFd, unblock_all};
 pub use sock::{PeerCred, chgrp, geteuid, peer_cred};
 pub use timerfd::TimerFd;

@@ -189,6 +189,33 @@ pub fn wait(pid: i32) -> io::Result<ExitStatus> {
     waitpid(pid, 0)?.ok_or_else(|| io::Error::from_raw_os_error(libc::ECHILD))
 }
 
+/// Sends `sig` to one process (kill(2)).
+pub fn signal(pid: i32, sig: i32) -> io::Result<()> {
+    if pid <= 0 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: kill takes two integers and touches no memory; the result is checked.
+    cvt(unsafe { libc::kill(pid, sig) })?;
+    Ok(())
+}
+
+/// Flushes file systems and powers off (or reboots) at once: sync(2), reboot(2). The last
+/// resort of a host-requested shutdown; returns only on failure.
+pub fn sync_and_reboot(reboot: bool) -> io::Error {
+    let how = if reboot {
+        libc::RB_AUTOBOOT
+    } else {
+        libc::RB_POWER_OFF
+    };
+    // SAFETY: sync and reboot take no pointers; reboot returns only on failure, when errno
+    // says why.
+    unsafe {
+        libc::sync();
+        libc::reboot(how);
+    }
+    io::Error::last_os_error()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

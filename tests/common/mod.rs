@@ -64,6 +64,9 @@ pub fn isolation(dir: &Path) -> Vec<String> {
         format!("--state-dir={}", dir.join("state").display()),
         format!("--control-socket={}", dir.join("ctl.sock").display()),
         format!("--hooks-dir={}", dir.join("hooks").display()),
+        // Never let a test power off or reboot the machine running it.
+        "--poweroff-command=/bin/false".to_owned(),
+        "--reboot-command=/bin/false".to_owned(),
     ]
 }
 

@@ -7,7 +7,9 @@
 //! While no host is attached nothing is collected and no timer is armed: the process sleeps
 //! in poll(2) until a peer connects (listening socket) or the virtio port raises SIGIO.
 
-use std::collections::BTreeSet;
+mod actions;
+
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -270,6 +272,7 @@ impl Agent {
             }
         }
         self.core.hooks.on_timer(now);
+        self.core.on_action_timers(now);
         if self.channel.is_attached() {
             self.core.run_due(now);
         }
@@ -398,10 +401,15 @@ impl Agent {
     /// Arms the timer for the earliest of the next report and the next port retry.
     fn rearm(&mut self) -> Result<(), Error> {
         let report = self.core.sched.as_ref().and_then(Schedule::next_deadline);
-        let want = [report, self.core.retry_at, self.core.hooks.next_deadline()]
-            .into_iter()
-            .flatten()
-            .min();
+        let want = [
+            report,
+            self.core.retry_at,
+            self.core.hooks.next_deadline(),
+            self.core.action_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         if want != self.armed {
             self.timer
                 .set_deadline(want)
@@ -481,6 +489,11 @@ struct Core {
     /// The highest outbox sequence number queued for the current host.
     queued_upto: u64,
     hooks: Runner,
+    /// What to do when each submitted hook job finishes, in submission order.
+    followups: VecDeque<actions::Followup>,
+    shutdown: Option<actions::PendingShutdown>,
+    power: Option<actions::Power>,
+    logoff: Option<actions::PendingLogoff>,
     vmstat_prev: Option<(memory::VmStat, Duration)>,
     users: Option<Vec<String>>,
     active_user: Option<String>,
@@ -505,6 +518,10 @@ impl Core {
             _store_lock: None,
             queued_upto: 0,
             hooks: Runner::new(),
+            followups: VecDeque::new(),
+            shutdown: None,
+            power: None,
+            logoff: None,
             vmstat_prev: None,
             users: None,
             active_user: None,
@@ -646,6 +663,7 @@ impl Core {
             if failed > 0 {
                 log::warn!("{label} hooks: {failed} of {} failed", outcomes.len());
             }
+            self.followup(&label, outcomes);
         }
     }
 
@@ -685,8 +703,13 @@ impl Core {
         self.push_message(msg, kind);
     }
 
-    /// Queues `msg` without the version gate.
+    /// Queues `msg` without the version gate. Nothing is queued while no host is attached
+    /// (durable messages go through the store's outbox instead).
     fn push_message(&mut self, msg: Message, kind: Kind) {
+        if !self.attached {
+            log::debug!("no host attached: not sending {}", msg.name);
+            return;
+        }
         let bytes = msg.encode();
         let len = bytes.len();
         match self.out.push(msg.name, kind, bytes) {
@@ -792,15 +815,7 @@ impl Core {
                 ),
             },
             "echo" => self.send(ovirt::echo(cmd.args), Kind::Event),
-            "set-number-of-cpus" => match cmd.args.get("count").and_then(Value::as_i64) {
-                // As the reference Linux agent: CPUs are not changed here, the current count
-                // is reported.
-                Some(n) if n > 0 => {
-                    log::info!("set-number-of-cpus {n}: reporting the online count");
-                    self.send_number_of_cpus();
-                }
-                other => log::warn!("ignoring set-number-of-cpus with count {other:?}"),
-            },
+            _ if self.on_action(&cmd) => {}
             "set-param" | "delete-param" | "delete-params" | "get-param" | "list-params" => {
                 let result = self.host_param_command(&cmd);
                 self.complete(&cmd, result);
@@ -843,14 +858,15 @@ impl Core {
                     .set(key, value, Origin::Host, true, None)
                     .map_err(|e| e.to_string())?;
                 log::info!("host set param '{key}'");
-                self.hooks.submit(Job {
+                let job = Job {
                     label: "param".into(),
                     dir: self.cfg.hooks_dir.join("param"),
                     args: vec![key.to_owned()],
                     stdin: value.as_bytes().to_vec(),
                     redact: Some(value.as_bytes().to_vec()),
                     timeout: self.cfg.hook_timeout,
-                });
+                };
+                self.submit(job, actions::Followup::Nothing);
             }
             "delete-param" => {
                 // Deleting an absent key is not an error: the key is absent afterwards.
