@@ -52,6 +52,7 @@ done
 install -m 0755 "$guestd" "$stage/usr/sbin/guestd"
 cp -R "$here/rootfs/." "$stage/"
 chmod 0755 "$stage/init" "$stage/etc/init.d/rcS" "$stage/etc/init.d/S50guestd"
+find "$stage/etc/guestd/hooks.d" -type f -exec chmod 0755 {} +
 [ -f "$here/rootfs/etc/test.sh" ] && chmod 0755 "$stage/etc/test.sh"
 
 # A utmp record (glibc x86_64 layout, 384 bytes) for a logged-in user, so active-user has

@@ -5,7 +5,8 @@
 #
 # usage: initramfs/run-vm.sh SOCKET CONSOLE_LOG [extra qemu args...]
 # env:   KERNEL (default /boot/vmlinuz-<newest>), INITRD (default build/initramfs.cpio.gz),
-#        MEM (MiB, default 256), SMP (default 1)
+#        MEM (MiB, default 256), SMP (default 1), REBOOT=1 to let a guest reboot (by default
+#        a guest reboot ends QEMU, like a power-off)
 set -eu
 sock=${1:?usage: run-vm.sh SOCKET CONSOLE_LOG [qemu args...]}
 log=${2:?usage: run-vm.sh SOCKET CONSOLE_LOG [qemu args...]}
@@ -18,7 +19,9 @@ command -v qemu-system-x86_64 >/dev/null || { echo "run-vm: qemu-system-x86_64 i
 [ -r "$kernel" ] || { echo "run-vm: no readable kernel at $kernel: $hint" >&2; exit 1; }
 [ -r "$initrd" ] || { echo "run-vm: no initramfs at $initrd (make initramfs)" >&2; exit 1; }
 rm -f "$sock"
-exec qemu-system-x86_64 -accel tcg -m "${MEM:-256}" -smp "${SMP:-1}" -no-reboot \
+noreboot=-no-reboot
+[ "${REBOOT:-0}" = 1 ] && noreboot=
+exec qemu-system-x86_64 -accel tcg -m "${MEM:-256}" -smp "${SMP:-1}" $noreboot \
     -display none -monitor none -serial "file:$log" \
     -kernel "$kernel" -initrd "$initrd" -append "console=ttyS0 quiet panic=-1" \
     -device virtio-serial \

@@ -26,6 +26,17 @@ Commands:
   refresh   send refresh {\"apiVersion\":3} and print the burst that answers it
   echo      send echo and wait for it to come back; prints the round-trip time
 
+Key-value messages (each waits for the guest's completion):
+  set KEY=VALUE   get KEY   list   delete KEY   delete-all
+
+Actions (each waits for the guest's completion):
+  shutdown [--reboot] [--timeout SECS] [--message TEXT]
+                    power off (or reboot) after SECS of grace (default 0)
+  hibernate [disk|mem]   lock-screen   log-off
+  login USER        the password is read from stdin (never from the command line)
+  lifecycle TYPE    before_hibernation, after_hibernation, before_migration, after_migration
+  set-cpus COUNT    bring CPUs online or offline; prints the new number-of-cpus
+
 Options:
   --socket PATH    the channel socket (required)
   --timeout SECS   give up after SECS without the expected answer (default 10)
@@ -38,6 +49,8 @@ struct Opts {
     timeout: Duration,
     json: bool,
     command: String,
+    /// The command's own arguments.
+    args: Vec<String>,
 }
 
 fn parse_args() -> Result<Option<Opts>, String> {
@@ -45,6 +58,7 @@ fn parse_args() -> Result<Option<Opts>, String> {
     let mut timeout = Duration::from_secs(10);
     let mut json = false;
     let mut command = None;
+    let mut rest = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let (name, inline) = match a.split_once('=') {
@@ -71,7 +85,11 @@ fn parse_args() -> Result<Option<Opts>, String> {
                 timeout = Duration::from_secs_f64(secs);
             }
             "--json" => json = true,
-            c if !c.starts_with('-') && command.is_none() => command = Some(c.to_owned()),
+            c if !c.starts_with('-') => {
+                command = Some(c.to_owned());
+                // Everything after the command word belongs to the command.
+                rest.extend(args.by_ref());
+            }
             other => return Err(format!("unexpected argument '{other}'")),
         }
     }
@@ -81,6 +99,7 @@ fn parse_args() -> Result<Option<Opts>, String> {
         socket,
         timeout,
         json,
+        args: rest,
         command,
     }))
 }
@@ -401,8 +420,169 @@ fn run(opts: &Opts) -> Result<(), String> {
                 }
             }
         }
+        "set" | "get" | "list" | "delete" | "delete-all" => kv_command(opts)?,
+        "shutdown" | "hibernate" | "lock-screen" | "log-off" | "login" | "lifecycle"
+        | "set-cpus" => action(opts)?,
         other => return Err(format!("unknown command '{other}' (see guestctl --help)")),
     }
+    Ok(())
+}
+
+/// A unique reply id for this call.
+fn reply_id() -> String {
+    format!("guestctl-{}-{}", std::process::id(), timestamp())
+}
+
+/// Sends `name` with `args` plus a reply id and prints/returns what the guest answers:
+/// messages named in `answers` as they come, then the completion.
+fn request(
+    opts: &Opts,
+    deadline: Instant,
+    name: &str,
+    args: Value,
+    answers: &[&str],
+) -> Result<Vec<Value>, String> {
+    let mut link = Link::connect(&opts.socket, deadline)?;
+    let id = reply_id();
+    let mut args = args;
+    if let Value::Object(m) = &mut args {
+        m.insert("reply_id".into(), Value::String(id.clone()));
+    }
+    link.send(name, args)?;
+    let mut got = Vec::new();
+    loop {
+        let Some(m) = link.next(deadline)? else {
+            return Err(format!("no completion for {name} in time"));
+        };
+        if answers.contains(&self::name(&m)) {
+            got.push(m);
+        } else if self::name(&m) == "completion" && m["reply_id"] == id.as_str() {
+            if m["done"] == true {
+                return Ok(got);
+            }
+            return Err(format!("the guest refused {name}: {}", s(&m["error"])));
+        }
+    }
+}
+
+fn one_arg<'a>(opts: &'a Opts, what: &str) -> Result<&'a str, String> {
+    match opts.args.as_slice() {
+        [a] => Ok(a),
+        _ => Err(format!("{} needs {what}", opts.command)),
+    }
+}
+
+fn kv_command(opts: &Opts) -> Result<(), String> {
+    let deadline = Instant::now() + opts.timeout;
+    match opts.command.as_str() {
+        "set" => {
+            let kv = one_arg(opts, "KEY=VALUE")?;
+            let (k, v) = kv.split_once('=').ok_or("set needs KEY=VALUE")?;
+            request(
+                opts,
+                deadline,
+                "set-param",
+                json!({"key": k, "value": v}),
+                &[],
+            )?;
+        }
+        "get" => {
+            let k = one_arg(opts, "KEY")?;
+            let got = request(opts, deadline, "get-param", json!({"key": k}), &["param"])?;
+            match got.iter().find(|m| m["key"] == k) {
+                Some(m) if m.get("value").is_some() => println!("{}", s(&m["value"])),
+                _ => return Err(format!("no param '{k}'")),
+            }
+        }
+        "list" => {
+            let got = request(opts, deadline, "list-params", json!({}), &["params"])?;
+            for p in got
+                .last()
+                .and_then(|m| m["params"].as_array())
+                .into_iter()
+                .flatten()
+            {
+                let mut one = Map::new();
+                one.insert(s(&p["key"]), p["value"].clone());
+                println!("{}", Value::Object(one));
+            }
+        }
+        "delete" => {
+            let k = one_arg(opts, "KEY")?;
+            request(opts, deadline, "delete-param", json!({"key": k}), &[])?;
+        }
+        _ => {
+            request(opts, deadline, "delete-params", json!({}), &[])?;
+        }
+    }
+    Ok(())
+}
+
+fn action(opts: &Opts) -> Result<(), String> {
+    let mut deadline = Instant::now() + opts.timeout;
+    let (name, args) = match opts.command.as_str() {
+        "shutdown" => {
+            let (mut reboot, mut grace, mut message) = (false, 0u64, None);
+            let mut it = opts.args.iter();
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "--reboot" => reboot = true,
+                    "--timeout" => {
+                        let v = it.next().ok_or("--timeout needs SECS")?;
+                        grace = v
+                            .parse()
+                            .map_err(|_| format!("--timeout: '{v}' is not whole seconds"))?;
+                    }
+                    "--message" => message = Some(it.next().ok_or("--message needs TEXT")?.clone()),
+                    other => return Err(format!("shutdown: unexpected argument '{other}'")),
+                }
+            }
+            // The completion comes once the grace period is over.
+            deadline += Duration::from_secs(grace);
+            let mut args =
+                json!({"timeout": grace, "reboot": if reboot { "True" } else { "False" }});
+            if let Some(m) = message {
+                args["message"] = Value::String(m);
+            }
+            ("shutdown", args)
+        }
+        "hibernate" => {
+            let state = opts.args.first().map_or("disk", String::as_str);
+            ("hibernate", json!({ "state": state }))
+        }
+        "lock-screen" => ("lock-screen", json!({})),
+        "log-off" => ("log-off", json!({})),
+        "login" => {
+            let user = one_arg(opts, "USER")?;
+            let mut password = String::new();
+            std::io::stdin()
+                .read_to_string(&mut password)
+                .map_err(|e| format!("reading the password from stdin: {e}"))?;
+            let password = password.strip_suffix('\n').unwrap_or(&password).to_owned();
+            ("login", json!({"username": user, "password": password}))
+        }
+        "lifecycle" => ("lifecycle-event", json!({"type": one_arg(opts, "TYPE")?})),
+        _ => {
+            let n: u32 = one_arg(opts, "COUNT")?
+                .parse()
+                .map_err(|_| "set-cpus needs a positive COUNT".to_owned())?;
+            // number-of-cpus needs API version 1: say the host speaks 3, as VDSM would.
+            Link::connect(&opts.socket, deadline)?.send("api-version", json!({"apiVersion": 3}))?;
+            let got = request(
+                opts,
+                deadline,
+                "set-number-of-cpus",
+                json!({"count": n}),
+                &["number-of-cpus"],
+            )?;
+            if let Some(m) = got.last() {
+                println!("number-of-cpus {}", s(&m["count"]));
+            }
+            return Ok(());
+        }
+    };
+    request(opts, deadline, name, args, &[])?;
+    println!("{}: done", opts.command);
     Ok(())
 }
 
