@@ -5,7 +5,7 @@ INITRD   := build/initramfs.cpio.gz
 CARGO    ?= cargo
 MAX_SIZE := 614400
 
-.PHONY: all build musl-target test unit smoke demo vm-deps initramfs lint fmt clippy size clean
+.PHONY: all build musl-target test unit smoke demo bench vm-deps initramfs lint fmt clippy size clean
 
 all: build
 
@@ -53,6 +53,12 @@ smoke: initramfs
 demo: initramfs
 	$(CARGO) build --locked --bin guestctl
 	initramfs/demo.sh
+
+# guestd against qemu-ga (Debian's qemu-guest-agent) in the same run: a table of ratios.
+bench: initramfs
+	@command -v qemu-ga >/dev/null || [ -x /usr/sbin/qemu-ga ] || { echo "bench needs qemu-ga: sudo apt-get install qemu-guest-agent"; exit 1; }
+	QEMU_GA=1 initramfs/build.sh $(BIN) build/bench.cpio.gz
+	GUESTD_BIN=$(BIN) BENCH_INITRD=build/bench.cpio.gz $(CARGO) test --locked --test bench -- --ignored --nocapture
 
 lint: fmt clippy
 

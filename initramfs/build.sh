@@ -55,6 +55,48 @@ chmod 0755 "$stage/init" "$stage/etc/init.d/rcS" "$stage/etc/init.d/S50guestd"
 find "$stage/etc/guestd/hooks.d" -type f -exec chmod 0755 {} +
 [ -f "$here/rootfs/etc/test.sh" ] && chmod 0755 "$stage/etc/test.sh"
 
+# Benchmark images (QEMU_GA=1) also carry Debian's qemu-ga with the libraries it links, so
+# both agents can be measured in the same guest; S60qemu-ga starts it.
+if [ "${QEMU_GA:-0}" = 1 ]; then
+    qga=$(command -v qemu-ga || echo /usr/sbin/qemu-ga)
+    [ -x "$qga" ] || die "QEMU_GA=1 needs qemu-ga: sudo apt-get install qemu-guest-agent"
+    install -D -m 0755 "$qga" "$stage/usr/sbin/qemu-ga"
+    for lib in $(ldd "$qga" | awk '/=>/ { print $3 } /^\t\/lib/ { print $1 }'); do
+        [ -f "$lib" ] && install -D -m 0644 "$lib" "$stage$lib"
+    done
+    # The dynamic loader must sit at the path the binary names.
+    interp=$(ldd "$qga" | awk '/ld-linux/ { print $1 }')
+    [ -f "$interp" ] && install -D -m 0755 "$interp" "$stage$interp"
+    cat > "$stage/etc/init.d/S60qemu-ga" <<'QGA'
+#!/bin/sh
+# Benchmark image only: qemu-ga on its own virtio port, found through sysfs (no udev).
+[ "$1" = start ] || exit 0
+for d in /sys/class/virtio-ports/vport*; do
+    [ "$(cat "$d/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] || continue
+    mkdir -p /var/run/qemu-ga
+    /usr/sbin/qemu-ga -m virtio-serial -p "/dev/${d##*/}" -t /var/run/qemu-ga \
+        -f /run/qemu-ga.pid -d
+done
+QGA
+    chmod 0755 "$stage/etc/init.d/S60qemu-ga"
+    cat > "$stage/etc/init.d/S99bench" <<'BENCH'
+#!/bin/sh
+# Benchmark image only: with no host on either port, count each agent's context switches
+# over 10 s (after 10 s of settling) and its resident memory; print them on the console.
+[ "$1" = start ] || exit 0
+ctx() { awk '/ctxt_switches/ { n += $2 } END { print n }' "/proc/$1/status"; }
+rss() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+(
+    sleep 10
+    g=$(cat /run/guestd.pid); q=$(cat /run/qemu-ga.pid)
+    g0=$(ctx "$g"); q0=$(ctx "$q")
+    sleep 10
+    echo "GUESTD-BENCH guestd_ctx=$(( $(ctx "$g") - g0 )) qemu_ga_ctx=$(( $(ctx "$q") - q0 )) guestd_rss_kb=$(rss "$g") qemu_ga_rss_kb=$(rss "$q")" > /dev/console
+) &
+BENCH
+    chmod 0755 "$stage/etc/init.d/S99bench"
+fi
+
 # A utmp record (glibc x86_64 layout, 384 bytes) for a logged-in user, so active-user has
 # something real to report: USER_PROCESS, pid 1, tty1, user "tester".
 field() { printf '%s' "$1"; head -c $(($2 - ${#1})) /dev/zero; }
