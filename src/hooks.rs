@@ -49,6 +49,10 @@ pub struct Job {
     /// Replaced by "***" in captured output before it is logged.
     pub redact: Option<Vec<u8>>,
     pub timeout: Duration,
+    /// When set, the whole job ends by this monotonic time: a program still running then is
+    /// killed, and programs not started yet are skipped (lifecycle events must be answered
+    /// within VDSM's 10 s, however many hooks there are).
+    pub ends: Option<Duration>,
 }
 
 /// How one program of a job ended.
@@ -333,6 +337,13 @@ impl Runner {
                 }
                 return;
             };
+            if cur.job.ends.is_some_and(|e| sys::monotonic_now() >= e) {
+                let r = Err("skipped: the job's time was up".to_owned());
+                let none = Capture::default();
+                cur.done
+                    .push(conclude(sink, &cur.job, program, r, &none, &none));
+                continue;
+            }
             match start(&cur.job, &program) {
                 Ok(p) => self.proc = Some(p),
                 Err(e) => {
@@ -385,7 +396,10 @@ fn start(job: &Job, program: &Path) -> io::Result<Proc> {
             ..Capture::default()
         },
         exit: None,
-        deadline: sys::monotonic_now() + job.timeout,
+        deadline: {
+            let own = sys::monotonic_now() + job.timeout;
+            job.ends.map_or(own, |e| e.min(own))
+        },
         killed: false,
     };
     p.write_input(&job.stdin);
@@ -570,6 +584,7 @@ mod tests {
             stdin: Vec::new(),
             redact: None,
             timeout: Duration::from_secs(10),
+            ends: None,
         }
     }
 
@@ -778,6 +793,7 @@ mod tests {
         let t = Instant::now();
         let j = Job {
             timeout: Duration::from_millis(300),
+            ends: None,
             ..job(&d, &[pidfile.to_str().unwrap()])
         };
         let (out, log) = run(j);

@@ -178,6 +178,7 @@ fn run_hooks(cfg: &Config, label: &str, dir: &std::path::Path, stdin: String) ->
         stdin: stdin.into_bytes(),
         redact: None,
         timeout: cfg.hook_timeout,
+        ends: None,
     });
     let mut all_ok = true;
     for o in &outcomes {

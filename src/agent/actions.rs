@@ -134,6 +134,7 @@ impl Core {
             stdin: Vec::new(),
             redact: None,
             timeout,
+            ends: None,
         }
     }
 
@@ -367,11 +368,12 @@ impl Core {
             );
             return self.reply(id, "hibernate", Err(e));
         }
-        let job = self.job(
+        let mut job = self.job(
             "before_hibernation",
             self.cfg.hooks_dir.join("before_hibernation"),
             self.cfg.lifecycle_timeout,
         );
+        job.ends = Some(sys::monotonic_now() + self.cfg.lifecycle_timeout);
         self.submit(
             job,
             Followup::Hibernate {
@@ -459,6 +461,8 @@ impl Core {
             self.cfg.hooks_dir.join(kind),
             self.cfg.lifecycle_timeout,
         );
+        // The whole event, not each hook, must end in time: VDSM waits 10 s at most.
+        job.ends = Some(sys::monotonic_now() + self.cfg.lifecycle_timeout);
         if cmd.args.get("failure") == Some(&Value::Bool(true)) {
             job.args = vec!["failure".into()];
         }

@@ -865,6 +865,7 @@ impl Core {
                     stdin: value.as_bytes().to_vec(),
                     redact: Some(value.as_bytes().to_vec()),
                     timeout: self.cfg.hook_timeout,
+                    ends: None,
                 };
                 self.submit(job, actions::Followup::Nothing);
             }
