@@ -89,7 +89,7 @@ pub fn tty_path(line: &str) -> Option<PathBuf> {
 pub enum Init {
     /// busybox init: SIGUSR2 powers off, SIGTERM reboots.
     Busybox,
-    /// systemd: SIGRTMIN+4 powers off, SIGRTMIN+5 reboots.
+    /// systemd: SIGRTMIN+4 powers off, SIGRTMIN+5 reboots (glibc numbering, see below).
     Systemd,
     Unknown,
 }
@@ -106,6 +106,10 @@ pub fn init_kind(exe: Option<&Path>, comm: Option<&str>) -> Init {
         _ => Init::Unknown,
     }
 }
+
+/// systemd's SIGRTMIN+4 (power off) and SIGRTMIN+5 (reboot), with glibc's SIGRTMIN of 34.
+pub const SYSTEMD_POWEROFF: i32 = 38;
+pub const SYSTEMD_REBOOT: i32 = 39;
 
 /// One way of powering off or rebooting, tried in order until one works.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,9 +155,13 @@ pub fn power_plan(
         } else {
             libc::SIGUSR2
         })),
-        Init::Systemd => plan.push(PowerStep::SignalInit(
-            libc::SIGRTMIN() + if reboot { 5 } else { 4 },
-        )),
+        // systemd is a glibc program: its SIGRTMIN is 34, while musl's (ours) is 35, so the
+        // numbers are spelled out rather than computed from our SIGRTMIN.
+        Init::Systemd => plan.push(PowerStep::SignalInit(if reboot {
+            SYSTEMD_REBOOT
+        } else {
+            SYSTEMD_POWEROFF
+        })),
         Init::Unknown => {}
     }
     plan.push(PowerStep::Syscall);
@@ -292,10 +300,7 @@ mod tests {
         );
         assert_eq!(
             power_plan(None, true, |_: &Path| false, Init::Systemd),
-            vec![
-                PowerStep::SignalInit(libc::SIGRTMIN() + 5),
-                PowerStep::Syscall
-            ]
+            vec![PowerStep::SignalInit(SYSTEMD_REBOOT), PowerStep::Syscall]
         );
         // A configured command is the only method.
         assert_eq!(

@@ -18,6 +18,8 @@ use crate::sys::{self, POLLERR, POLLHUP, POLLIN, POLLOUT};
 
 /// Clients served at once; further connections wait in the backlog.
 const MAX_CLIENTS: usize = 8;
+/// Answers kept for a client that sends requests without reading the answers.
+const MAX_PENDING_OUTPUT: usize = 128 * 1024 * 1024;
 /// Longest request line (a `set` with an 8 KiB value, JSON-escaped, fits easily).
 const MAX_REQUEST: usize = 64 * 1024;
 
@@ -79,10 +81,12 @@ impl ControlServer {
             out.push((self.listener.as_raw_fd(), POLLIN));
         }
         for c in &self.clients {
-            let ev = if c.written < c.out.len() {
-                POLLIN | POLLOUT
-            } else {
-                POLLIN
+            let pending = c.written < c.out.len();
+            // A closing client is only written to: its EOF would keep POLLIN ready forever.
+            let ev = match (c.closing, pending) {
+                (true, _) => POLLOUT,
+                (false, true) => POLLIN | POLLOUT,
+                (false, false) => POLLIN,
             };
             out.push((c.stream.as_raw_fd(), ev));
         }
@@ -117,6 +121,11 @@ impl ControlServer {
             }
             if !matches!(end, Ok(crate::proto::ovirt::ReadEnd::WouldBlock)) {
                 c.closing = true;
+            }
+            if c.out.len() - c.written > MAX_PENDING_OUTPUT {
+                log::warn!("control socket: dropping a client that does not read its answers");
+                self.clients.swap_remove(i);
+                return;
             }
         }
         let done = flush(c);

@@ -46,8 +46,8 @@ pub struct Job {
     pub args: Vec<String>,
     /// Written to each program's stdin; never logged.
     pub stdin: Vec<u8>,
-    /// Replaced by "***" in captured output before it is logged.
-    pub redact: Option<Vec<u8>>,
+    /// Each is replaced by "***" in captured output before it is logged.
+    pub redact: Vec<Vec<u8>>,
     pub timeout: Duration,
     /// When set, the whole job ends by this monotonic time: a program still running then is
     /// killed, and programs not started yet are skipped (lifecycle events must be answered
@@ -420,7 +420,7 @@ fn conclude(
         .unwrap_or(program.as_os_str())
         .to_string_lossy();
     let name = format!("{}/{name}", job.label);
-    sink(&render(&name, &result, out, err, job.redact.as_deref()));
+    sink(&render(&name, &result, out, err, &job.redact));
     Outcome {
         label: job.label.clone(),
         program,
@@ -434,14 +434,16 @@ fn render(
     result: &Result<ExitStatus, String>,
     out: &Capture,
     err: &Capture,
-    secret: Option<&[u8]>,
+    secrets: &[Vec<u8>],
 ) -> String {
     let mut text = match result {
         Ok(st) => format!("{name}: {st}"),
         Err(e) => format!("{name}: {e}"),
     };
     for (stream, c) in [("stdout", out), ("stderr", err)] {
-        let kept = redact(&c.kept, c.dropped > 0, secret);
+        let kept = secrets.iter().fold(c.kept.clone(), |buf, s| {
+            redact(&buf, c.dropped > 0, Some(s))
+        });
         for line in String::from_utf8_lossy(&kept).lines() {
             let _ = write!(text, "\n{name} {stream}: {line}");
         }
@@ -582,7 +584,7 @@ mod tests {
             dir: dir.join("hooks"),
             args: args.iter().map(|a| a.to_string()).collect(),
             stdin: Vec::new(),
-            redact: None,
+            redact: Vec::new(),
             timeout: Duration::from_secs(10),
             ends: None,
         }
@@ -847,7 +849,7 @@ mod tests {
         script(&d, "echo", "cat; echo \"pw=s3cret!\" >&2", 0o755);
         let j = Job {
             stdin: b"line s3cret\n".to_vec(),
-            redact: Some(b"s3cret".to_vec()),
+            redact: vec![b"s3cret".to_vec()],
             ..job(&d, &[])
         };
         let (out, log) = run(j);
@@ -870,7 +872,7 @@ mod tests {
             &Ok(ExitStatus::Code(0)),
             &cut,
             &Capture::default(),
-            Some(b"s3cret"),
+            &[b"s3cret".to_vec()],
         );
         assert!(text.contains("xx***\nt/p stdout: [... 3 bytes dropped]") && !text.contains("s3c"));
         assert_eq!(redact(b"s3s3cret", false, Some(b"s3cret")), b"s3***");

@@ -6,6 +6,7 @@
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -116,20 +117,27 @@ pub fn list_text(entries: &[Entry]) -> String {
     entries.iter().map(|e| kv::list_line(e) + "\n").collect()
 }
 
+/// Performs one operation, with a fresh connection (or lock) that is released before any
+/// hook runs: a hook may call `guestd` itself, and an agent may be starting meanwhile.
+fn perform(cfg: &Config, op: &Op) -> Result<Reply, String> {
+    let mut backend = connect(cfg)?;
+    match backend.perform(op) {
+        // The agent went away mid-call (it was stopping): once more, with whoever has the
+        // store now. Every operation but `-e` is idempotent; an event may then arrive twice.
+        Err(e) if matches!(backend, Backend::Agent { .. }) && e.contains("closed") => {
+            drop(backend);
+            connect(cfg)?.perform(op)
+        }
+        r => r,
+    }
+}
+
 /// Runs `ops` in order; returns the process exit code (0 all fine, 1 a failure or an absent
 /// key for `-g`).
 pub fn run(cfg: &Config, ops: &[Op]) -> u8 {
-    let mut backend = match connect(cfg) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("guestd: {e}");
-            return 1;
-        }
-    };
     let mut code = 0;
-    let mut out = io::stdout().lock();
     for op in ops {
-        let reply = match backend.perform(op) {
+        let reply = match perform(cfg, op) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("guestd: {e}");
@@ -137,6 +145,7 @@ pub fn run(cfg: &Config, ops: &[Op]) -> u8 {
                 continue;
             }
         };
+        let mut out = io::stdout().lock();
         match (op, reply) {
             (Op::Get { key }, Reply::Value(v)) => match v {
                 Some(v) => {
@@ -152,31 +161,47 @@ pub fn run(cfg: &Config, ops: &[Op]) -> u8 {
             }
             (Op::Script { name }, Reply::List(entries)) => {
                 let _ = out.flush();
-                if !run_hooks(cfg, name, &cfg.hooks_dir.join(name), list_text(&entries)) {
+                drop(out);
+                // Param values may be secrets: masked wherever a script prints them (values
+                // shorter than 4 bytes are left alone, or every digit would be masked).
+                let secrets = entries
+                    .iter()
+                    .filter(|e| e.value.len() >= 4)
+                    .map(|e| e.value.clone().into_bytes())
+                    .collect();
+                let dir = cfg.hooks_dir.join(name);
+                if !run_hooks(cfg, name, &dir, list_text(&entries), secrets) {
                     code = 1;
                 }
             }
             (Op::Event { name }, _) => {
+                drop(out);
                 let dir = cfg.hooks_dir.join("event").join(name);
-                if !run_hooks(cfg, &format!("event/{name}"), &dir, String::new()) {
+                if !run_hooks(
+                    cfg,
+                    &format!("event/{name}"),
+                    &dir,
+                    String::new(),
+                    Vec::new(),
+                ) {
                     code = 1;
                 }
             }
             _ => {}
         }
     }
-    let _ = out.flush();
+    let _ = io::stdout().flush();
     code
 }
 
 /// Runs the executables in `dir`, printing each one's status; true when all succeeded.
-fn run_hooks(cfg: &Config, label: &str, dir: &std::path::Path, stdin: String) -> bool {
+fn run_hooks(cfg: &Config, label: &str, dir: &Path, stdin: String, redact: Vec<Vec<u8>>) -> bool {
     let outcomes = hooks::run_blocking(Job {
         label: label.to_owned(),
         dir: dir.to_owned(),
         args: Vec::new(),
         stdin: stdin.into_bytes(),
-        redact: None,
+        redact,
         timeout: cfg.hook_timeout,
         ends: None,
     });

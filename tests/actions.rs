@@ -71,6 +71,34 @@ fn setup(tag: &str, extra: &[&str]) -> Setup {
     Setup { dir, agent, peer }
 }
 
+/// Mirrors a real process's /proc/PID/stat into the fixture root.
+fn fake_proc(root: &Path, pid: i32) {
+    let dir = root.join(format!("proc/{pid}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    // setsid(1) may not have made its session yet: wait until the process leads one.
+    let deadline = Instant::now() + 2 * SEC;
+    let stat = loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let session = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .nth(3)
+            .unwrap()
+            .to_owned();
+        if session == pid.to_string() {
+            break stat;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{pid} never led a session: {stat}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    std::fs::write(dir.join("stat"), stat).unwrap();
+}
+
 fn power_log(s: &Setup) -> String {
     std::fs::read_to_string(s.dir.path().join("power.log")).unwrap_or_default()
 }
@@ -223,7 +251,7 @@ fn log_off_without_a_hook_ends_the_active_users_session() {
         .spawn()
         .unwrap();
     let pid = i32::try_from(leader.id()).unwrap();
-    std::fs::create_dir_all(s.root().join(format!("proc/{pid}"))).unwrap();
+    fake_proc(&s.root(), pid);
     let rec = guestd::facts::users::encode_utmp_record(7, pid, "pts/7", "aaron", "");
     std::fs::write(s.root().join("run/utmp"), rec).unwrap();
     s.send(json!({"__name__": "log-off", "reply_id": "o"}));
@@ -244,7 +272,7 @@ fn log_off_without_a_hook_ends_the_active_users_session() {
     );
     // active-user None and session-logoff went out before the completion.
     // The process is gone (as /proc would show): nothing left to log off.
-    std::fs::remove_dir(s.root().join(format!("proc/{pid}"))).unwrap();
+    std::fs::remove_dir_all(s.root().join(format!("proc/{pid}"))).unwrap();
     s.send(json!({"__name__": "log-off", "reply_id": "o2"}));
     let c = s.completion("o2", 2 * SEC);
     assert_eq!(c["error"], "no user session to end", "{c}");
@@ -258,7 +286,7 @@ fn log_off_sends_active_user_none_and_session_logoff() {
         .spawn()
         .unwrap();
     let pid = i32::try_from(leader.id()).unwrap();
-    std::fs::create_dir_all(s.root().join(format!("proc/{pid}"))).unwrap();
+    fake_proc(&s.root(), pid);
     std::fs::write(
         s.root().join("run/utmp"),
         guestd::facts::users::encode_utmp_record(7, pid, "pts/7", "aaron", ""),

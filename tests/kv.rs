@@ -490,6 +490,21 @@ fn script_hooks_run_in_order_with_params_on_stdin_and_report_status() {
     // All succeed: exit 0.
     std::fs::remove_file(d.join("hooks/configure/20-second")).unwrap();
     assert_eq!(cli(d, &["-s", "configure"]).status.code(), Some(0));
+    // A script may call guestd itself (ovmd's first-boot pattern): the store is not held
+    // while scripts run.
+    let me = format!(
+        "{} --config /dev/null -d 0 {}",
+        common::guestd_bin(),
+        isolation(d).join(" ")
+    );
+    hook(
+        d,
+        "configure/50-nested",
+        &format!("{me} -p from.script=yes"),
+    );
+    let o = cli(d, &["-s", "configure"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert_eq!(stdout(&cli(d, &["-g", "from.script"])), "yes\n");
 }
 
 #[test]

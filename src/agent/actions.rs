@@ -99,7 +99,7 @@ impl Core {
             "shutdown" => self.on_shutdown(cmd),
             "hibernate" => self.on_hibernate(cmd),
             "lock-screen" => {
-                self.run_action_hooks(cmd, "lock-screen", Vec::new(), None, Vec::new())
+                self.run_action_hooks(cmd, "lock-screen", Vec::new(), Vec::new(), Vec::new())
             }
             "login" => self.on_login(cmd),
             "log-off" => self.on_logoff(cmd),
@@ -132,7 +132,7 @@ impl Core {
             dir,
             args: Vec::new(),
             stdin: Vec::new(),
-            redact: None,
+            redact: Vec::new(),
             timeout,
             ends: None,
         }
@@ -144,7 +144,7 @@ impl Core {
         cmd: &Command,
         action: &str,
         stdin: Vec<u8>,
-        redact: Option<Vec<u8>>,
+        redact: Vec<Vec<u8>>,
         args: Vec<String>,
     ) {
         let mut job = self.job(
@@ -207,6 +207,13 @@ impl Core {
             Ok(r) => r,
             Err(e) => return self.reply(id, "shutdown", Err(e)),
         };
+        if self.power.is_some() {
+            return self.reply(
+                id,
+                "shutdown",
+                Err("a power-off or reboot is already under way".into()),
+            );
+        }
         if let Some(old) = self.shutdown.take() {
             log::info!("shutdown: a new request replaces the pending one");
             self.reply(
@@ -259,10 +266,9 @@ impl Core {
         }
         if self.logoff.as_ref().is_some_and(|l| l.at <= now) {
             if let Some(l) = self.logoff.take() {
+                // The whole group, also when its leader already left: members may remain.
                 for &pid in &l.leaders {
-                    if sys::process_exists(pid) {
-                        let _ = sys::kill_group(pid, sys::SIGKILL);
-                    }
+                    let _ = sys::kill_group(pid, sys::SIGKILL);
                 }
                 self.logged_off(l.reply_id);
             }
@@ -402,24 +408,28 @@ impl Core {
         };
         // Credentials only on the hook's stdin; the password is masked in its logged output.
         let stdin = actions::login_stdin(user, pass);
-        let redact = Some(pass.as_bytes().to_vec());
+        let redact = vec![pass.as_bytes().to_vec()];
         self.run_action_hooks(cmd, "login", stdin, redact, Vec::new());
     }
 
     fn on_logoff(&mut self, cmd: &Command) {
         let dir = self.cfg.hooks_dir.join("log-off");
         if !hooks::list_executables(&dir).unwrap_or_default().is_empty() {
-            return self.run_action_hooks(cmd, "log-off", Vec::new(), None, Vec::new());
+            return self.run_action_hooks(cmd, "log-off", Vec::new(), Vec::new(), Vec::new());
         }
         // Built in: end the active user's sessions.
         let id = reply_id(cmd);
+        if self.logoff.is_some() {
+            return self.reply(id, "log-off", Err("a log-off is already under way".into()));
+        }
         let sessions = users::read_sessions(self.root()).unwrap_or_default();
         let active = users::active_user(&users::logged_in_users(&sessions));
         let leaders: Vec<i32> = sessions
             .iter()
             .filter(|s| s.user == active && s.pid > 1)
-            // Only processes of this system (the facts root may be a fixture tree).
-            .filter(|s| facts::under(self.root(), &format!("proc/{}", s.pid)).exists())
+            // Only live session leaders of this system: utmp pids can be stale and reused, and
+            // the facts root may be a fixture tree.
+            .filter(|s| is_session_leader(self.root(), s.pid))
             .map(|s| s.pid)
             .collect();
         if leaders.is_empty() {
@@ -515,6 +525,20 @@ impl Core {
         };
         self.reply(id, "set-number-of-cpus", result);
     }
+}
+
+/// Whether `pid` leads its own session (field 6 of `/proc/PID/stat` under `root` is `pid`):
+/// what a login shell recorded in utmp is, and what a reused pid usually is not.
+fn is_session_leader(root: &Path, pid: i32) -> bool {
+    let Ok(stat) = facts::read_text(root, &format!("proc/{pid}/stat")) else {
+        return false;
+    };
+    // After "pid (comm) ": state ppid pgrp session ...
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    rest.split_whitespace()
+        .nth(3)
+        .and_then(|s| s.parse::<i32>().ok())
+        == Some(pid)
 }
 
 /// `O_NONBLOCK | O_NOCTTY` for opening terminals.

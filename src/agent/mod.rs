@@ -45,6 +45,11 @@ const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
 const READS_PER_WAKEUP: usize = 64;
 /// Outbox messages are queued for the host while the queue holds less than this.
 const OUTBOX_WINDOW: usize = 256 * 1024;
+/// Delivered outbox messages are recorded in the store at most this often while a backlog
+/// drains.
+const DELIVERED_BATCH: Duration = Duration::from_secs(1);
+/// Hook jobs (and their follow-ups) waiting at most; a host `set-param` beyond is refused.
+const MAX_PENDING_HOOK_JOBS: usize = 64;
 /// How long the agent waits at start for a command-line call that holds the store lock.
 const STORE_LOCK_WAIT: Duration = Duration::from_secs(5);
 
@@ -100,13 +105,14 @@ pub fn run(cfg: Config) -> Result<(), Error> {
     // INVARIANT: the store is locked and loaded before the control socket exists, so a
     // command-line call either edits the store itself or reaches an agent that has it.
     let control = if core.store.is_some() {
-        match ControlServer::bind(&core.cfg.control_socket, core.cfg.control_group.as_deref()) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                log::error!("control socket: {e}; command-line calls will edit the store directly");
-                None
-            }
-        }
+        // Fatal when it fails: the agent holds the store lock, so without this socket no
+        // command-line call could reach the store at all.
+        let c = ControlServer::bind(&core.cfg.control_socket, core.cfg.control_group.as_deref())
+            .map_err(|e| Error::Sys {
+                op: "binding the control socket",
+                source: io::Error::other(e),
+            })?;
+        Some(c)
     } else {
         None
     };
@@ -273,6 +279,9 @@ impl Agent {
         }
         self.core.hooks.on_timer(now);
         self.core.on_action_timers(now);
+        if self.core.delivered_due.is_some_and(|d| d <= now) {
+            self.core.commit_delivered();
+        }
         if self.channel.is_attached() {
             self.core.run_due(now);
         }
@@ -329,6 +338,7 @@ impl Agent {
 
     /// The host left (`broken`: the channel failed and is closed, to be opened again).
     fn detach(&mut self, why: &str, broken: bool) {
+        self.core.commit_delivered();
         let dropped = self.core.out.detach();
         self.channel.detach(broken);
         self.reader.reset();
@@ -406,6 +416,7 @@ impl Agent {
             self.core.retry_at,
             self.core.hooks.next_deadline(),
             self.core.action_deadline(),
+            self.core.delivered_due,
         ]
         .into_iter()
         .flatten()
@@ -421,9 +432,14 @@ impl Agent {
 
     /// Sends `session-shutdown` and gives it a moment to leave.
     fn shutdown(&mut self) {
-        if !self.channel.is_attached() {
-            return;
+        if self.channel.is_attached() {
+            self.flush_for_exit();
         }
+        // What went out is recorded before the agent exits, so it is not sent again.
+        self.core.commit_delivered();
+    }
+
+    fn flush_for_exit(&mut self) {
         self.core
             .send(Message::bare("session-shutdown"), Kind::Event);
         let deadline = sys::monotonic_now() + SHUTDOWN_FLUSH;
@@ -489,6 +505,10 @@ struct Core {
     /// The highest outbox sequence number queued for the current host.
     queued_upto: u64,
     hooks: Runner,
+    /// Outbox messages written but not yet recorded as delivered in the store, and when
+    /// they will be.
+    delivered_pending: Vec<u64>,
+    delivered_due: Option<Duration>,
     /// What to do when each submitted hook job finishes, in submission order.
     followups: VecDeque<actions::Followup>,
     shutdown: Option<actions::PendingShutdown>,
@@ -518,6 +538,8 @@ impl Core {
             _store_lock: None,
             queued_upto: 0,
             hooks: Runner::new(),
+            delivered_pending: Vec::new(),
+            delivered_due: None,
             followups: VecDeque::new(),
             shutdown: None,
             power: None,
@@ -627,16 +649,37 @@ impl Core {
         }
     }
 
-    /// Marks written outbox messages delivered in the store.
+    /// Notes outbox messages written to the host. The store records them at once when the
+    /// outbox is then empty (the usual case: one message), otherwise at most once a second,
+    /// so a long backlog does not rewrite the store for every batch. Until recorded, a crash
+    /// makes them go out again: duplicated, never lost.
     fn record_delivered(&mut self) {
-        let seqs = self.out.take_delivered();
+        self.delivered_pending.extend(self.out.take_delivered());
+        let Some(&newest) = self.delivered_pending.iter().max() else {
+            return;
+        };
+        let all = self
+            .store
+            .as_ref()
+            .and_then(|s| s.outbox().last())
+            .is_none_or(|p| p.seq <= newest);
+        let now = sys::monotonic_now();
+        match self.delivered_due {
+            _ if all => self.commit_delivered(),
+            Some(due) if now >= due => self.commit_delivered(),
+            Some(_) => {}
+            None => self.delivered_due = Some(now + DELIVERED_BATCH),
+        }
+    }
+
+    fn commit_delivered(&mut self) {
+        self.delivered_due = None;
+        let seqs = std::mem::take(&mut self.delivered_pending);
         if seqs.is_empty() {
             return;
         }
         if let Some(store) = &mut self.store {
             if let Err(e) = store.delivered(&seqs) {
-                // They stay pending and go out again after the next attach: duplicated,
-                // never lost.
                 log::error!("recording {} delivered messages: {e}", seqs.len());
             }
         }
@@ -658,12 +701,20 @@ impl Core {
 
     /// Logs hooks that finished (the runner logs each program's status and output).
     fn hooks_finished(&mut self) {
-        for (label, outcomes) in self.hooks.take_finished() {
-            let failed = outcomes.iter().filter(|o| !o.ok()).count();
-            if failed > 0 {
-                log::warn!("{label} hooks: {failed} of {} failed", outcomes.len());
+        // A follow-up may start a job that ends at once (a program that cannot start):
+        // serve those too, or they would wait for the next wake-up.
+        loop {
+            let finished = self.hooks.take_finished();
+            if finished.is_empty() {
+                break;
             }
-            self.followup(&label, outcomes);
+            for (label, outcomes) in finished {
+                let failed = outcomes.iter().filter(|o| !o.ok()).count();
+                if failed > 0 {
+                    log::warn!("{label} hooks: {failed} of {} failed", outcomes.len());
+                }
+                self.followup(&label, outcomes);
+            }
         }
     }
 
@@ -701,6 +752,21 @@ impl Core {
             return;
         }
         self.push_message(msg, kind);
+    }
+
+    /// Queues the answer to a host request, or says why it cannot go out.
+    fn push_reply(&mut self, msg: Message) -> Result<(), String> {
+        let bytes = msg.encode();
+        if bytes.len() > ovirt::MAX_LINE {
+            return Err(format!(
+                "the answer is {} bytes, over the 1 MiB line limit of the channel",
+                bytes.len()
+            ));
+        }
+        match self.out.push(msg.name, Kind::Event, bytes) {
+            Push::Rejected => Err("the outbound queue is full".into()),
+            _ => Ok(()),
+        }
     }
 
     /// Queues `msg` without the version gate. Nothing is queued while no host is attached
@@ -854,16 +920,21 @@ impl Core {
         match cmd.name.as_str() {
             "set-param" => {
                 let (key, value) = (arg("key")?, arg("value")?);
+                if self.followups.len() >= MAX_PENDING_HOOK_JOBS {
+                    return Err("too many hooks are pending; try again later".into());
+                }
                 store
                     .set(key, value, Origin::Host, true, None)
                     .map_err(|e| e.to_string())?;
+                // The host's value wins over guest news about the key not yet delivered.
+                store.forget_pending(Some(key)).map_err(|e| e.to_string())?;
                 log::info!("host set param '{key}'");
                 let job = Job {
                     label: "param".into(),
                     dir: self.cfg.hooks_dir.join("param"),
                     args: vec![key.to_owned()],
                     stdin: value.as_bytes().to_vec(),
-                    redact: Some(value.as_bytes().to_vec()),
+                    redact: vec![value.as_bytes().to_vec()],
                     timeout: self.cfg.hook_timeout,
                     ends: None,
                 };
@@ -871,10 +942,13 @@ impl Core {
             }
             "delete-param" => {
                 // Deleting an absent key is not an error: the key is absent afterwards.
-                store.delete(arg("key")?, None).map_err(|e| e.to_string())?;
+                let key = arg("key")?;
+                store.delete(key, None).map_err(|e| e.to_string())?;
+                store.forget_pending(Some(key)).map_err(|e| e.to_string())?;
             }
             "delete-params" => {
                 store.delete_all(None).map_err(|e| e.to_string())?;
+                store.forget_pending(None).map_err(|e| e.to_string())?;
             }
             "get-param" => {
                 let key = arg("key")?;
@@ -882,11 +956,11 @@ impl Core {
                     Some(e) => params::param(&e.key, &e.value, e.origin),
                     None => params::param_absent(key),
                 };
-                self.push_message(msg, Kind::Event);
+                self.push_reply(msg)?;
             }
             _ => {
                 let msg = params::params(store.params());
-                self.push_message(msg, Kind::Event);
+                self.push_reply(msg)?;
             }
         }
         Ok(())

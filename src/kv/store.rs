@@ -125,7 +125,10 @@ impl Data {
                 .ok_or(format!("{name:?} is not an array"))
         };
         let mut d = Data {
-            next_seq: (v.get("next_seq").and_then(Value::as_u64)).ok_or("bad \"next_seq\"")?,
+            // Sequence numbers start at 1 (0 means "none" to the agent).
+            next_seq: (v.get("next_seq").and_then(Value::as_u64))
+                .filter(|&n| n >= 1)
+                .ok_or("bad \"next_seq\"")?,
             params: Vec::new(),
             outbox: Vec::new(),
         };
@@ -195,7 +198,12 @@ fn ensure_dir(dir: &Path) -> Result<(), Error> {
         .mode(0o700)
         .create(dir)
         .and_then(|()| fs::set_permissions(dir, Permissions::from_mode(0o700)))
-        .map_err(io_err("creating", dir))
+        .map_err(io_err("creating", dir))?;
+    // The new directory entry must be durable too, or the first write could vanish with it.
+    match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+        _ => Ok(()),
+    }
 }
 
 fn sync_dir(dir: &Path) -> Result<(), Error> {
@@ -342,6 +350,23 @@ impl Store {
 
     /// Removes the delivered messages `seqs` from the outbox; a delivered `param` message
     /// marks its key sent if the key still holds the value sent. Persists once.
+    /// Drops pending `param`/`param-deleted` messages about `key` (all keys with `None`):
+    /// the host has just set or deleted it itself, so the guest's older news is stale.
+    pub fn forget_pending(&mut self, key: Option<&str>) -> Result<(), Error> {
+        let stale = |p: &Pending| {
+            let name = p.msg.get("__name__").and_then(Value::as_str);
+            let k = p.msg.get("key").and_then(Value::as_str);
+            matches!(name, Some("param" | "param-deleted")) && key.is_none_or(|key| k == Some(key))
+        };
+        if !self.data.outbox.iter().any(stale) {
+            return Ok(());
+        }
+        self.commit(|d| {
+            d.outbox.retain(|p| !stale(p));
+            Ok(())
+        })
+    }
+
     pub fn delivered(&mut self, seqs: &[u64]) -> Result<(), Error> {
         if !self.data.outbox.iter().any(|p| seqs.contains(&p.seq)) {
             return Ok(());
@@ -358,10 +383,15 @@ impl Store {
                 ) else {
                     continue;
                 };
+                // Sent only if no later message about this key is still pending.
+                let later = d
+                    .outbox
+                    .iter()
+                    .any(|q| q.msg.get("key").and_then(Value::as_str) == Some(key));
                 if let Some(e) = d
                     .params
                     .iter_mut()
-                    .find(|e| e.key == key && e.value == value)
+                    .find(|e| e.key == key && e.value == value && !later)
                 {
                     e.sent = true;
                 }
@@ -389,8 +419,10 @@ impl Store {
             let _ = fs::remove_file(&tmp);
         }
         res?;
-        sync_dir(&self.dir)?;
+        // Renamed: the new state is what the disk holds now, so memory follows it even if the
+        // directory sync below fails (the caller is then told the write may not be durable).
         self.data = d;
+        sync_dir(&self.dir)?;
         Ok(out)
     }
 }
