@@ -71,11 +71,14 @@ impl Backend {
             Backend::Agent { stream, reader } => {
                 let mut line = op.request().to_string().into_bytes();
                 line.push(b'\n');
-                stream
-                    .write_all(&line)
-                    .map_err(|e| format!("sending to the agent: {e}"))?;
-                let response = read_line(stream, reader)?;
-                Reply::from_response(&response)
+                let sent = stream.write_all(&line);
+                // A refusal (e.g. a peer not allowed) may have arrived before the agent closed:
+                // read it even when the write failed.
+                match (read_line(stream, reader), sent) {
+                    (Ok(response), _) => Reply::from_response(&response),
+                    (Err(_), Err(e)) => Err(format!("sending to the agent: {e}")),
+                    (Err(e), Ok(())) => Err(e),
+                }
             }
         }
     }

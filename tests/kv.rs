@@ -553,3 +553,39 @@ fn hooks_past_their_timeout_are_killed_and_leave_no_zombies() {
     }
     assert!(children.trim().is_empty(), "children left: {children}");
 }
+
+#[test]
+fn the_control_socket_admits_root_and_the_control_group_only() {
+    let dir = Dir::new("peercred");
+    let d = dir.path();
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(common::guestd_bin())
+            .args(["--config", "/dev/null", "-d", "0"])
+            .args(isolation(d))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    {
+        let _agent = start(d, &[]);
+        // Even with the socket opened up, a non-root peer is refused by SO_PEERCRED.
+        std::fs::set_permissions(d.join("ctl.sock"), std::fs::Permissions::from_mode(0o666))
+            .unwrap();
+        let o = as_nobody(&["-p", "k=v"]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains("permission denied"), "{}", stderr(&o));
+        assert_eq!(stdout(&cli(d, &["-l"])), "", "nothing was stored");
+    }
+    // Members of --control-group are admitted (here by primary group).
+    let _ = std::fs::remove_file(d.join("ctl.sock"));
+    let _agent = start(d, &["--control-group=nogroup"]);
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(d.join("ctl.sock")).unwrap();
+    assert_eq!((meta.gid(), meta.mode() & 0o777), (65534, 0o660));
+    let o = as_nobody(&["-p", "k=v"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&cli(d, &["-l"])), "{\"k\":\"v\"}\n");
+}

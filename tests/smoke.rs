@@ -235,7 +235,10 @@ fn qemu_guest_end_to_end() {
     // A real reboot: the guest comes back and its agent sends a new burst.
     peer.send(r#"{"__name__": "shutdown", "timeout": 0, "reboot": "True", "reply_id": "r"}"#);
     peer.until("session-shutdown", 10 * SEC);
-    let boot2 = param(&mut peer, "smoke.boot", 40 * SEC);
+    // The rebooted guest's agent finds the host still connected and sends its burst.
+    let (_, _) = peer.until("session-startup", 40 * SEC);
+    peer.until("fqdn", 5 * SEC);
+    let boot2 = param(&mut peer, "smoke.boot", 20 * SEC);
     assert_ne!(boot2, boot1, "the guest did not reboot");
     eprintln!("smoke: rebooted ({:.1} s in)", t0.elapsed().as_secs_f64());
 
