@@ -19,12 +19,18 @@ const SEC: Duration = Duration::from_secs(1);
 
 struct Vm {
     child: Child,
+    console: PathBuf,
 }
 
 impl Drop for Vm {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing smoke shows what the guest printed.
+        if std::thread::panicking() {
+            let text = std::fs::read(&self.console).unwrap_or_default();
+            eprintln!("--- guest console ---\n{}", String::from_utf8_lossy(&text));
+        }
     }
 }
 
@@ -42,7 +48,10 @@ fn boot(dir: &Path, sock: &Path) -> Vm {
         .stdin(Stdio::null())
         .spawn()
         .expect("starting initramfs/run-vm.sh");
-    Vm { child }
+    Vm {
+        child,
+        console: dir.join("console.log"),
+    }
 }
 
 fn connect(sock: &Path, deadline: Instant) -> Peer {
@@ -145,7 +154,12 @@ fn qemu_guest_end_to_end() {
     );
 
     // The image's test script ran `guestd -p smoke.boot=<boot id>` after boot.
-    let boot1 = param(&mut peer, "smoke.boot", 20 * SEC);
+    // (It may already have come with the burst.)
+    let early = burst
+        .iter()
+        .find(|m| m["__name__"] == "param" && m["key"] == "smoke.boot")
+        .and_then(|m| m["value"].as_str().map(str::to_owned));
+    let boot1 = early.unwrap_or_else(|| param(&mut peer, "smoke.boot", 20 * SEC));
     assert_eq!(boot1.len(), 36, "a boot id: {boot1}");
 
     // Heartbeats at the image's period (time-period = 2), memory consistent with -m 256.
@@ -237,8 +251,12 @@ fn qemu_guest_end_to_end() {
     peer.until("session-shutdown", 10 * SEC);
     // The rebooted guest's agent finds the host still connected and sends its burst.
     let (_, _) = peer.until("session-startup", 40 * SEC);
-    peer.until("fqdn", 5 * SEC);
-    let boot2 = param(&mut peer, "smoke.boot", 20 * SEC);
+    let (_, seen) = peer.until("fqdn", 5 * SEC);
+    let early = seen
+        .iter()
+        .find(|m| m["__name__"] == "param" && m["key"] == "smoke.boot")
+        .and_then(|m| m["value"].as_str().map(str::to_owned));
+    let boot2 = early.unwrap_or_else(|| param(&mut peer, "smoke.boot", 20 * SEC));
     assert_ne!(boot2, boot1, "the guest did not reboot");
     eprintln!("smoke: rebooted ({:.1} s in)", t0.elapsed().as_secs_f64());
 
