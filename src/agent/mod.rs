@@ -1034,35 +1034,36 @@ impl Core {
         );
     }
 
-    fn send_host_name(&mut self) {
-        match hostname::read_hostname(self.root()) {
-            Ok(h) => {
-                self.fact_ok("host-name");
-                self.send(ovirt::host_name(&h), Kind::Report);
+    /// Sends the report `build` makes of a fact that was read, or logs why it was not.
+    fn report<T>(
+        &mut self,
+        source: &'static str,
+        read: Result<T, facts::Error>,
+        build: impl FnOnce(&T) -> Message,
+    ) {
+        match read {
+            Ok(v) => {
+                self.fact_ok(source);
+                self.send(build(&v), Kind::Report);
             }
-            Err(e) => self.fact_failed("host-name", &e),
+            Err(e) => self.fact_failed(source, &e),
         }
+    }
+
+    fn send_host_name(&mut self) {
+        let read = hostname::read_hostname(self.root());
+        self.report("host-name", read, |h| ovirt::host_name(h));
     }
 
     fn send_fqdn(&mut self) {
-        match hostname::read_hostname(self.root()) {
-            Ok(h) => {
-                self.fact_ok("fqdn");
-                let f = hostname::read_fqdn(self.root(), &h);
-                self.send(ovirt::fqdn(&f), Kind::Report);
-            }
-            Err(e) => self.fact_failed("fqdn", &e),
-        }
+        let read =
+            hostname::read_hostname(self.root()).map(|h| hostname::read_fqdn(self.root(), &h));
+        self.report("fqdn", read, |f| ovirt::fqdn(f));
     }
 
     fn send_os_version(&mut self) {
-        match hostname::read_os_release_kernel(self.root()) {
-            Ok(v) => {
-                self.fact_ok("os-version");
-                self.send(ovirt::os_version(&v), Kind::Report);
-            }
-            Err(e) => self.fact_failed("os-version", &e),
-        }
+        let read = hostname::read_os_release_kernel(self.root());
+        self.report("os-version", read, |v| ovirt::os_version(v));
     }
 
     fn send_os_info(&mut self) {
@@ -1110,13 +1111,8 @@ impl Core {
     }
 
     fn send_applications(&mut self) {
-        match apps::read_applications(self.root(), &self.cfg.applications) {
-            Ok(list) => {
-                self.fact_ok("applications");
-                self.send(ovirt::applications(&list), Kind::Report);
-            }
-            Err(e) => self.fact_failed("applications", &e),
-        }
+        let read = apps::read_applications(self.root(), &self.cfg.applications);
+        self.report("applications", read, |list| ovirt::applications(list));
     }
 
     fn send_number_of_cpus(&mut self) {
