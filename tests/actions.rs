@@ -394,3 +394,17 @@ fn a_screen_locker_reports_session_lock_through_the_command_line() {
     s.peer.until("session-lock", 3 * SEC);
     s.peer.until("session-unlock", 3 * SEC);
 }
+
+#[test]
+fn lifecycle_events_do_not_wait_behind_a_slow_param_hook() {
+    let mut s = setup("lanes", &[]);
+    let d = s.dir.path().to_owned();
+    script(&d.join("hooks/param/10-slow"), "sleep 30");
+    script(&d.join("hooks/before_migration/10-fast"), "true");
+    s.send(json!({"__name__": "set-param", "key": "k", "value": "v", "reply_id": "p"}));
+    assert_eq!(s.completion("p", 2 * SEC)["done"], true);
+    let t0 = Instant::now();
+    s.send(json!({"__name__": "lifecycle-event", "type": "before_migration", "reply_id": "m"}));
+    assert_eq!(s.completion("m", 5 * SEC)["done"], true);
+    assert!(t0.elapsed() < 2 * SEC, "waited {:?}", t0.elapsed());
+}

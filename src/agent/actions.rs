@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::Core;
 use crate::actions::{self, PowerStep, Shutdown};
 use crate::facts::{self, users};
-use crate::hooks::{self, Job, Outcome};
+use crate::hooks::{self, Job, Outcome, Runner};
 use crate::proto::ovirt::{self, Command, Message};
 use crate::proto::queue::Kind;
 use crate::{params, sys};
@@ -24,7 +24,21 @@ const POWER_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Between SIGHUP and SIGKILL when logging a user off without a hook.
 const LOGOFF_GRACE: Duration = Duration::from_secs(5);
 
-/// What to do when a submitted hook job finishes (jobs finish in submission order).
+/// The two lanes hook jobs run in, each one program at a time, side by side: what the host
+/// waits for with a deadline (lifecycle events, hibernation, power-off: VDSM gives 10 s)
+/// never queues behind slow param or desktop hooks.
+pub(super) const NORMAL: usize = 0;
+pub(super) const URGENT: usize = 1;
+
+/// A runner and the follow-ups of its jobs, in submission order (a runner finishes jobs in
+/// the order they were submitted).
+#[derive(Default)]
+pub(super) struct Lane {
+    pub runner: Runner,
+    pub followups: VecDeque<Followup>,
+}
+
+/// What to do when a submitted hook job finishes.
 pub(super) enum Followup {
     /// Nothing (param hooks).
     Nothing,
@@ -120,10 +134,12 @@ impl Core {
         }
     }
 
-    /// Queues a hook job and what to do when it finishes.
-    pub(super) fn submit(&mut self, job: Job, then: Followup) {
-        self.hooks.submit(job);
-        self.followups.push_back(then);
+    /// Queues a hook job in `lane` and what to do when it finishes.
+    pub(super) fn submit(&mut self, lane: usize, job: Job, then: Followup) {
+        if let Some(l) = self.lanes.get_mut(lane) {
+            l.runner.submit(job);
+            l.followups.push_back(then);
+        }
     }
 
     fn job(&self, label: &str, dir: PathBuf, timeout: Duration) -> Job {
@@ -160,12 +176,16 @@ impl Core {
             action: action.to_owned(),
             need_hook: true,
         };
-        self.submit(job, then);
+        self.submit(NORMAL, job, then);
     }
 
     /// A hook job finished: carry on with whatever was waiting for it.
-    pub(super) fn followup(&mut self, label: &str, outcomes: Vec<Outcome>) {
-        match self.followups.pop_front().unwrap_or(Followup::Nothing) {
+    pub(super) fn followup(&mut self, lane: usize, label: &str, outcomes: Vec<Outcome>) {
+        let next = self
+            .lanes
+            .get_mut(lane)
+            .and_then(|l| l.followups.pop_front());
+        match next.unwrap_or(Followup::Nothing) {
             Followup::Nothing => {}
             Followup::Complete {
                 reply_id,
@@ -317,7 +337,7 @@ impl Core {
                     log::info!("shutdown: running {} {}", program.display(), args.join(" "));
                     let mut job = self.job("power", program, POWER_COMMAND_TIMEOUT);
                     job.args = args;
-                    self.submit(job, Followup::Power);
+                    self.submit(URGENT, job, Followup::Power);
                     return;
                 }
                 PowerStep::SignalInit(sig) => match sys::signal(1, sig) {
@@ -381,6 +401,7 @@ impl Core {
         );
         job.ends = Some(sys::monotonic_now() + self.cfg.lifecycle_timeout);
         self.submit(
+            URGENT,
             job,
             Followup::Hibernate {
                 state,
@@ -478,6 +499,7 @@ impl Core {
         }
         // A missing hook directory is not an error: nothing had to be done.
         self.submit(
+            URGENT,
             job,
             Followup::Complete {
                 reply_id: id,

@@ -9,7 +9,7 @@
 
 mod actions;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -22,7 +22,7 @@ use crate::channel::{self, Channel, ChannelSpec};
 use crate::config::Config;
 use crate::control::ControlServer;
 use crate::facts::{self, apps, cpus, disks, hostname, memory, net, osinfo, timezone, users};
-use crate::hooks::{Job, Runner};
+use crate::hooks::{self, Job};
 use crate::kv::Origin;
 use crate::kv::store::{Store, StoreLock};
 use crate::params::{self, Op};
@@ -181,7 +181,9 @@ impl Agent {
             c.poll_fds(&mut extra);
         }
         let control_end = extra.len();
-        extra.extend(self.core.hooks.poll_fds());
+        for lane in &self.core.lanes {
+            extra.extend(lane.runner.poll_fds());
+        }
         let mut fds = vec![
             sys::pollfd(self.signals.as_raw_fd(), POLLIN),
             sys::pollfd(self.timer.as_raw_fd(), POLLIN),
@@ -217,7 +219,10 @@ impl Agent {
                     c.on_ready(p.fd, p.revents, &mut |op| core.control_op(op));
                 }
             } else {
-                self.core.hooks.on_ready(p.fd, p.revents);
+                // Each runner ignores descriptors that are not its own.
+                for lane in &mut self.core.lanes {
+                    lane.runner.on_ready(p.fd, p.revents);
+                }
             }
         }
         self.core.hooks_finished();
@@ -251,7 +256,11 @@ impl Agent {
                         self.check_virtio_host();
                     }
                 }
-                Signal::Child => self.core.hooks.on_sigchld(),
+                Signal::Child => self
+                    .core
+                    .lanes
+                    .iter_mut()
+                    .for_each(|l| l.runner.on_sigchld()),
                 other => log::debug!("ignoring signal {other:?}"),
             }
         }
@@ -277,7 +286,9 @@ impl Agent {
                 }
             }
         }
-        self.core.hooks.on_timer(now);
+        for lane in &mut self.core.lanes {
+            lane.runner.on_timer(now);
+        }
         self.core.on_action_timers(now);
         if self.core.delivered_due.is_some_and(|d| d <= now) {
             self.core.commit_delivered();
@@ -414,7 +425,11 @@ impl Agent {
         let want = [
             report,
             self.core.retry_at,
-            self.core.hooks.next_deadline(),
+            self.core
+                .lanes
+                .iter()
+                .filter_map(|l| l.runner.next_deadline())
+                .min(),
             self.core.action_deadline(),
             self.core.delivered_due,
         ]
@@ -504,13 +519,13 @@ struct Core {
     _store_lock: Option<StoreLock>,
     /// The highest outbox sequence number queued for the current host.
     queued_upto: u64,
-    hooks: Runner,
+    /// Hook jobs: normal and urgent lanes (see `actions::Lane`).
+    lanes: [actions::Lane; 2],
     /// Outbox messages written but not yet recorded as delivered in the store, and when
     /// they will be.
     delivered_pending: Vec<u64>,
     delivered_due: Option<Duration>,
-    /// What to do when each submitted hook job finishes, in submission order.
-    followups: VecDeque<actions::Followup>,
+
     shutdown: Option<actions::PendingShutdown>,
     power: Option<actions::Power>,
     logoff: Option<actions::PendingLogoff>,
@@ -537,10 +552,10 @@ impl Core {
             store_error: String::new(),
             _store_lock: None,
             queued_upto: 0,
-            hooks: Runner::new(),
+            lanes: Default::default(),
             delivered_pending: Vec::new(),
             delivered_due: None,
-            followups: VecDeque::new(),
+
             shutdown: None,
             power: None,
             logoff: None,
@@ -704,16 +719,21 @@ impl Core {
         // A follow-up may start a job that ends at once (a program that cannot start):
         // serve those too, or they would wait for the next wake-up.
         loop {
-            let finished = self.hooks.take_finished();
+            let finished: Vec<(usize, String, Vec<hooks::Outcome>)> = (0..self.lanes.len())
+                .flat_map(|i| {
+                    let done = self.lanes[i].runner.take_finished();
+                    done.into_iter().map(move |(label, o)| (i, label, o))
+                })
+                .collect();
             if finished.is_empty() {
                 break;
             }
-            for (label, outcomes) in finished {
+            for (lane, label, outcomes) in finished {
                 let failed = outcomes.iter().filter(|o| !o.ok()).count();
                 if failed > 0 {
                     log::warn!("{label} hooks: {failed} of {} failed", outcomes.len());
                 }
-                self.followup(&label, outcomes);
+                self.followup(lane, &label, outcomes);
             }
         }
     }
@@ -920,7 +940,7 @@ impl Core {
         match cmd.name.as_str() {
             "set-param" => {
                 let (key, value) = (arg("key")?, arg("value")?);
-                if self.followups.len() >= MAX_PENDING_HOOK_JOBS {
+                if self.lanes[actions::NORMAL].followups.len() >= MAX_PENDING_HOOK_JOBS {
                     return Err("too many hooks are pending; try again later".into());
                 }
                 store
@@ -938,7 +958,7 @@ impl Core {
                     timeout: self.cfg.hook_timeout,
                     ends: None,
                 };
-                self.submit(job, actions::Followup::Nothing);
+                self.submit(actions::NORMAL, job, actions::Followup::Nothing);
             }
             "delete-param" => {
                 // Deleting an absent key is not an error: the key is absent afterwards.
