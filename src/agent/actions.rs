@@ -259,6 +259,7 @@ impl Core {
     fn announce(&mut self, req: &Shutdown) {
         let text = actions::wall_text(req);
         let sessions = users::read_sessions(self.root()).unwrap_or_default();
+        let sessions = users::live_sessions(self.root(), sessions);
         for s in sessions {
             let Some(rel) = actions::tty_path(&s.line) else {
                 continue;
@@ -444,6 +445,7 @@ impl Core {
             return self.reply(id, "log-off", Err("a log-off is already under way".into()));
         }
         let sessions = users::read_sessions(self.root()).unwrap_or_default();
+        let sessions = users::live_sessions(self.root(), sessions);
         let active = users::active_user(&users::logged_in_users(&sessions));
         let leaders: Vec<i32> = sessions
             .iter()

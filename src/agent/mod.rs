@@ -1177,7 +1177,7 @@ impl Core {
         let sessions = match users::read_sessions(self.root()) {
             Ok(s) => {
                 self.fact_ok("users");
-                s
+                users::live_sessions(self.root(), s)
             }
             Err(e) => return self.fact_failed("users", &e),
         };

@@ -159,8 +159,19 @@ fn octal_byte(digits: &[u8]) -> Option<u8> {
 pub fn mounts_to_measure(mounts: Vec<Mount>, ignored: &[String]) -> Vec<Mount> {
     mounts
         .into_iter()
-        .filter(|m| !ignored.contains(&m.fs_type) && !NETWORK_FS.contains(&m.fs_type.as_str()))
+        .filter(|m| {
+            !ignored.contains(&m.fs_type)
+                && !NETWORK_FS.contains(&m.fs_type.as_str())
+                && !served_by_a_daemon(&m.fs_type)
+        })
         .collect()
+}
+
+/// FUSE file systems (`fuse`, `fuse.*`) answer statvfs through a user-space daemon; a dead
+/// or stuck one would hang the agent's loop, so they are never measured. `fuseblk`
+/// (ntfs-3g and the like on a local block device) is measured.
+fn served_by_a_daemon(fs_type: &str) -> bool {
+    fs_type == "fuse" || fs_type.starts_with("fuse.")
 }
 
 /// (total, used) bytes from statvfs numbers: `total = frsize*blocks`,
@@ -254,6 +265,26 @@ fn read_serial(root: &Path, name: &str) -> Option<String> {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod fuse_tests {
+    use super::*;
+
+    #[test]
+    fn fuse_mounts_are_never_measured_but_fuseblk_is() {
+        let m = |t: &str| Mount {
+            mount_point: format!("/m/{t}"),
+            fs_type: t.into(),
+            source: "x".into(),
+        };
+        let kept = mounts_to_measure(
+            vec![m("fuse"), m("fuse.rclone"), m("fuseblk"), m("ext4")],
+            &[],
+        );
+        let types: Vec<&str> = kept.iter().map(|m| m.fs_type.as_str()).collect();
+        assert_eq!(types, ["fuseblk", "ext4"]);
+    }
 }
 
 #[cfg(test)]

@@ -76,6 +76,15 @@ pub fn read_sessions(root: &Path) -> Result<Vec<Session>, Error> {
     Ok(Vec::new())
 }
 
+/// The sessions whose process still exists under `root` (`proc/PID`), as `users(1)` checks:
+/// a crash or power loss can leave stale USER_PROCESS records behind.
+pub fn live_sessions(root: &Path, sessions: Vec<Session>) -> Vec<Session> {
+    sessions
+        .into_iter()
+        .filter(|s| s.pid > 0 && crate::facts::under(root, &format!("proc/{}", s.pid)).exists())
+        .collect()
+}
+
 /// The user names of `sessions`, sorted and deduplicated (what `users` prints, minus repeats).
 pub fn logged_in_users(sessions: &[Session]) -> Vec<String> {
     let mut users: Vec<String> = sessions.iter().map(|s| s.user.clone()).collect();
@@ -120,6 +129,21 @@ fn put_field(rec: &mut [u8], (offset, len): (usize, usize), value: &[u8]) {
 fn put(rec: &mut [u8], offset: usize, value: &[u8]) {
     if let Some(dst) = rec.get_mut(offset..offset + value.len()) {
         dst.copy_from_slice(value);
+    }
+}
+
+#[cfg(test)]
+mod live_tests {
+    use super::*;
+
+    #[test]
+    fn sessions_of_dead_processes_are_left_out() {
+        let root = crate::facts::fixtures().join("agent-root");
+        let all = read_sessions(&root).unwrap();
+        assert_eq!(logged_in_users(&all), ["alice", "root"]);
+        // The fixture has proc/1234 (alice's shell) but no proc/987 (root's).
+        let live = live_sessions(&root, all);
+        assert_eq!(logged_in_users(&live), ["alice"]);
     }
 }
 
