@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //! guestd: a guest agent for minimal Linux VMs. The module list is the architecture:
 //!
-//! - `sys`: every `unsafe` and libc call, behind fd-owning types.
+//! - `sys`: every libc call and every block the compiler cannot check, behind fd-owning types.
 //! - `facts`: pure parsers and root-relative readers, one module per fact family.
 //! - `proto`: wire framing, message building and the bounded outbound queue, generic over
 //!   `Read`/`Write`.
