@@ -7,7 +7,11 @@
 //!   `Read`/`Write`.
 //! - `channel`: finding and opening the host channel (virtio-serial, UNIX socket, serial).
 //! - `schedule`: the periodic report deadlines.
-//! - `agent`: the single-threaded poll(2) loop.
+//! - `agent`: the single-threaded poll(2) loop, and the host's actions it carries out.
+//! - `actions`: argument parsing and the pure parts of those actions.
+//! - `kv`, `params`: the crash-safe key-value store and the key-value operations and messages.
+//! - `control`, `ops`: the agent's control socket and the one-shot ovmd-style command line.
+//! - `hooks`: the hook runner (fork/exec, timeouts, reaping) shared by agent and command line.
 //! - `cli`, `config`, `logger`, `pidfile`: the command line, the config file, the log
 //!   backends and the pid file.
 
