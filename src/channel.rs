@@ -180,8 +180,6 @@ pub struct Channel {
     listener: Option<UnixListener>,
     conn: Option<Conn>,
     attached: bool,
-    /// The virtio port path, once found.
-    port_path: Option<PathBuf>,
     /// Accepting is paused after an accept error (e.g. EMFILE), so the loop does not spin.
     listen_paused: bool,
 }
@@ -197,7 +195,6 @@ impl Channel {
             listener: None,
             conn: None,
             attached: false,
-            port_path: None,
             listen_paused: false,
         };
         match spec {
@@ -258,13 +255,7 @@ impl Channel {
         sys::enable_sigio(f.as_fd()).map_err(err("enabling SIGIO on", &path))?;
         log::info!("opened virtio port {}", path.display());
         self.conn = Some(Conn::Port(f));
-        self.port_path = Some(path);
         Ok(true)
-    }
-
-    /// The path of the open virtio port, if any.
-    pub fn port_path(&self) -> Option<&Path> {
-        self.port_path.as_deref()
     }
 
     pub fn is_attached(&self) -> bool {
@@ -344,7 +335,6 @@ impl Channel {
         };
         if close {
             self.conn = None;
-            self.port_path = None;
         }
     }
 

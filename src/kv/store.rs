@@ -267,11 +267,6 @@ impl Store {
         })
     }
 
-    /// The state directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     pub fn get(&self, key: &str) -> Option<&Entry> {
         self.data.params.iter().find(|e| e.key == key)
     }

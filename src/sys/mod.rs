@@ -20,7 +20,7 @@ pub use process::{
     ExitStatus, SIGKILL, SIGTERM, Spawned, kill_group, signal, spawn, sync_and_reboot, try_wait,
     wait,
 };
-pub use signalfd::{Signal, SignalFd, unblock_all};
+pub use signalfd::{Signal, SignalFd};
 pub use sock::{PeerCred, chgrp, geteuid, peer_cred};
 pub use timerfd::TimerFd;
 pub use tty::{open_pty, set_raw};
@@ -149,16 +149,6 @@ pub fn monotonic_now() -> Duration {
         u64::try_from(ts.tv_sec).unwrap_or(0),
         u32::try_from(ts.tv_nsec).unwrap_or(0),
     )
-}
-
-/// Whether a process with this pid exists (kill(2) with signal 0; EPERM still means it exists).
-pub fn process_exists(pid: i32) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: signal 0 performs only the existence and permission check; no memory involved.
-    let ret = unsafe { libc::kill(pid, 0) };
-    ret == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// The machine hardware name (`uname -m`), from uname(2).

@@ -90,18 +90,6 @@ impl SignalFd {
     }
 }
 
-/// Unblocks every signal in the calling thread: used in a forked child before exec, so the
-/// program it runs starts with a clean mask.
-pub fn unblock_all() -> io::Result<()> {
-    // SAFETY: sigset_t is plain old data; sigemptyset initialises it.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid, writable sigset_t.
-    unsafe { libc::sigemptyset(&mut set) };
-    // SAFETY: `set` is a valid sigset_t and the old-set pointer may be null.
-    cvt(unsafe { libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) })?;
-    Ok(())
-}
-
 impl AsFd for SignalFd {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.0.as_fd()
