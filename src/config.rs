@@ -32,6 +32,8 @@ pub struct Config {
     pub disk_rate: Duration,
     pub log_target: LogTarget,
     pub log_level: log::LevelFilter,
+    /// The syslog datagram socket for `-d 2`.
+    pub syslog_socket: PathBuf,
     pub pid_file: Option<PathBuf>,
     /// Package names (or `prefix*` patterns) reported in `applications`.
     pub applications: Vec<String>,
@@ -67,6 +69,7 @@ impl Default for Config {
             disk_rate: Duration::from_secs(300),
             log_target: LogTarget::Syslog,
             log_level: log::LevelFilter::Info,
+            syslog_socket: PathBuf::from("/dev/log"),
             pid_file: None,
             applications: words("guestd kernel kernel-core linux-image-* linux-virt linux-lts"),
             ignored_nics: words("lo docker0"),
@@ -98,6 +101,10 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "log-level",
         "LEVEL: error, warn, info, debug or trace (default info)",
+    ),
+    (
+        "syslog-socket",
+        "PATH: the syslog socket for -d 2 (default /dev/log)",
     ),
     (
         "pid-file",
@@ -225,6 +232,7 @@ impl Config {
                 })?
             }
             "pid-file" => self.pid_file = Some(non_empty_path(key, value)?),
+            "syslog-socket" => self.syslog_socket = non_empty_path(key, value)?,
             "applications" => self.applications = words(value),
             "ignored-nics" => self.ignored_nics = words(value),
             "ignored-fs" => self.ignored_fs = words(value),

@@ -1,32 +1,34 @@
 // SPDX-License-Identifier: Apache-2.0
 //! Log backends for `-d`: none, stderr (simple_logger), or syslog written straight to the
-//! `/dev/log` datagram socket (RFC 3164 framing, facility daemon), so no syslog crate and no
+//! `/dev/log` datagram socket (`--syslog-socket`) (RFC 3164 framing, facility daemon), so no syslog crate and no
 //! libc syslog(3) state is needed. Without `/dev/log` the log goes to stderr.
 
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 use crate::config::LogTarget;
 
-const DEV_LOG: &str = "/dev/log";
 /// Longest record sent to syslog; longer messages are cut.
 const MAX_RECORD: usize = 4096;
 const FACILITY_DAEMON: u8 = 3 << 3;
 
-/// Installs the logger for `target` at `level`. Safe to call once per process.
-pub fn init(target: LogTarget, level: LevelFilter) {
+/// Installs the logger for `target` at `level`; syslog records go to the datagram socket
+/// `syslog` (normally /dev/log). Safe to call once per process.
+pub fn init(target: LogTarget, level: LevelFilter, syslog: &Path) {
     match target {
         LogTarget::Off => log::set_max_level(LevelFilter::Off),
         LogTarget::Stderr => init_stderr(level),
         LogTarget::Syslog => match UnixDatagram::unbound() {
             // Non-blocking: a stalled syslog daemon must not stall the agent's loop; a record
             // it cannot take now goes to stderr instead.
-            Ok(sock) if sock.connect(DEV_LOG).is_ok() && sock.set_nonblocking(true).is_ok() => {
+            Ok(sock) if sock.connect(syslog).is_ok() && sock.set_nonblocking(true).is_ok() => {
                 let logger = Syslog {
                     sock: Mutex::new(sock),
+                    path: syslog.to_owned(),
                     pid: std::process::id(),
                 };
                 if log::set_boxed_logger(Box::new(logger)).is_ok() {
@@ -45,6 +47,7 @@ fn init_stderr(level: LevelFilter) {
 
 struct Syslog {
     sock: Mutex<UnixDatagram>,
+    path: PathBuf,
     pid: u32,
 }
 
@@ -84,7 +87,7 @@ impl Log for Syslog {
         };
         if sock.send(msg.as_bytes()).is_err() {
             // syslogd restarted: reconnect once; if that fails too, keep the line on stderr.
-            if sock.connect(DEV_LOG).is_err() || sock.send(msg.as_bytes()).is_err() {
+            if sock.connect(&self.path).is_err() || sock.send(msg.as_bytes()).is_err() {
                 let _ = writeln!(std::io::stderr(), "{msg}");
             }
         }

@@ -27,7 +27,7 @@ fn main() -> ExitCode {
         }
         Ok(Invocation::Agent(cfg)) => cfg,
         Ok(Invocation::Ops(cfg, ops)) => {
-            logger::init(cfg.log_target, cfg.log_level);
+            logger::init(cfg.log_target, cfg.log_level, &cfg.syslog_socket);
             return ExitCode::from(ops::run(&cfg, &ops));
         }
         Err(e) => {
@@ -35,7 +35,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    logger::init(cfg.log_target, cfg.log_level);
+    logger::init(cfg.log_target, cfg.log_level, &cfg.syslog_socket);
     let _pid = match cfg.pid_file.as_deref().map(PidFile::acquire).transpose() {
         Ok(p) => p,
         Err(e) => {

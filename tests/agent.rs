@@ -531,3 +531,58 @@ fn libc_pollfd(f: &std::fs::File) -> guestd::sys::PollFd {
     use std::os::fd::AsRawFd;
     guestd::sys::pollfd(f.as_raw_fd(), guestd::sys::POLLIN)
 }
+
+#[test]
+fn debug_2_writes_syslog_records_to_the_socket_and_falls_back_to_stderr() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = Dir::new("syslog");
+    let log_sock = dir.path().join("log.sock");
+    let syslog = UnixDatagram::bind(&log_sock).unwrap();
+    syslog.set_read_timeout(Some(5 * SEC)).unwrap();
+    let mut child = std::process::Command::new(common::guestd_bin())
+        .args(["--config", "/dev/null", "-d", "2"])
+        .arg(format!("--syslog-socket={}", log_sock.display()))
+        .arg(format!(
+            "--channel=unix-listen:{}",
+            dir.path().join("g.sock").display()
+        ))
+        .args(common::isolation(dir.path()))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = syslog.recv(&mut buf).expect("a syslog record");
+    let record = String::from_utf8_lossy(&buf[..n]).into_owned();
+    // facility daemon (3), severity info (6): <30>
+    let head = format!("<30>guestd[{}]: ", child.id());
+    assert!(record.starts_with(&head), "{record}");
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.stderr.is_empty(),
+        "nothing on stderr while syslog works"
+    );
+    // No syslog socket: the records go to stderr.
+    let out = std::process::Command::new(common::guestd_bin())
+        .args([
+            "--config",
+            "/dev/null",
+            "-d",
+            "2",
+            "--syslog-socket=/nonexistent/log",
+        ])
+        .arg(format!(
+            "--channel=unix-listen:{}",
+            dir.path().join("g2.sock").display()
+        ))
+        .args(common::isolation(dir.path()))
+        .arg("--pid-file=/nonexistent/dir/guestd.pid")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ERROR") && err.contains("/nonexistent/dir/guestd.pid"),
+        "{err}"
+    );
+}
