@@ -268,13 +268,16 @@ pub fn help() -> String {
          \x20 -v, --version              print the version and exit\n\
          \x20 -h, --help                 print this help and exit\n\n\
          More options (each is also a key of the config file, default {}):\n\
-         \x20     --config=FILE            read FILE instead\n",
+         \x20     --config=FILE                      read FILE instead\n",
         env!("CARGO_PKG_VERSION"),
         config::DEFAULT_CONFIG
     );
     for (k, h) in config::KEYS {
         if !OVMD.iter().any(|(_, l, _)| l == k) {
-            s.push_str(&format!("      --{k:<24} {h}\n"));
+            // KEYS help reads "ARG: what it does".
+            let (arg, what) = h.split_once(": ").unwrap_or(("VALUE", h));
+            let opt = format!("--{k}={arg}");
+            s.push_str(&format!("      {opt:<34} {what}\n"));
         }
     }
     s
