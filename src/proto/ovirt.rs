@@ -410,6 +410,37 @@ mod tests {
     }
 
     #[test]
+    fn any_split_of_the_stream_gives_the_same_lines() {
+        // A stream with short, empty, limit-sized and over-long lines.
+        let mut stream = Vec::new();
+        for (i, len) in [0usize, 1, 5, 31, 32, 33, 64, 7, 0, 100].iter().enumerate() {
+            stream.extend(std::iter::repeat_n(b'a' + u8::try_from(i).unwrap(), *len));
+            stream.push(b'\n');
+        }
+        let whole = frames(&mut LineReader::new(32), &stream);
+        assert_eq!(
+            whole.iter().filter(|f| f.is_none()).count(),
+            3,
+            "three over-long lines"
+        );
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..500 {
+            let mut r = LineReader::new(32);
+            let mut got = Vec::new();
+            let mut rest = &stream[..];
+            while !rest.is_empty() {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let n = usize::try_from(seed % 40).unwrap().min(rest.len()).max(1);
+                got.extend(frames(&mut r, &rest[..n]));
+                rest = &rest[n..];
+            }
+            assert_eq!(got, whole);
+        }
+    }
+
+    #[test]
     fn read_from_reports_eof_and_would_block() {
         let mut r = LineReader::default();
         let mut src: &[u8] = b"a\nb\n";
