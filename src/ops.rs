@@ -127,12 +127,19 @@ fn perform(cfg: &Config, op: &Op) -> Result<Reply, String> {
     match backend.perform(op) {
         // The agent went away mid-call (it was stopping): once more, with whoever has the
         // store now. Every operation but `-e` is idempotent; an event may then arrive twice.
-        Err(e) if matches!(backend, Backend::Agent { .. }) && e.contains("closed") => {
+        Err(e) if matches!(backend, Backend::Agent { .. }) && agent_went_away(&e) => {
             drop(backend);
             connect(cfg)?.perform(op)
         }
         r => r,
     }
+}
+
+/// Whether a failed call means the agent stopped under it (rather than refusing the call).
+fn agent_went_away(e: &str) -> bool {
+    ["closed the connection", "reset by peer", "Broken pipe"]
+        .iter()
+        .any(|m| e.contains(m))
 }
 
 /// Runs `ops` in order; returns the process exit code (0 all fine, 1 a failure or an absent
