@@ -168,17 +168,15 @@ pub fn power_plan(
     plan
 }
 
-/// CPU numbers in a kernel cpu-list such as "0-3,5".
+/// CPU numbers in a kernel cpu-list such as "0-3,5" (none for a malformed list).
 pub fn cpu_list(text: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
-        let (a, b) = part.split_once('-').unwrap_or((part, part));
-        if let (Ok(a), Ok(b)) = (a.trim().parse::<u32>(), b.trim().parse::<u32>()) {
-            // Bounded: no machine has more than 8192 CPUs.
-            out.extend((a..=b.min(a.saturating_add(8192))).take(8192));
-        }
-    }
-    out
+    let ranges = crate::facts::cpus::parse_cpu_ranges(text).unwrap_or_default();
+    // Bounded: no machine has more than 8192 CPUs.
+    ranges
+        .into_iter()
+        .flat_map(|(a, b)| a..=b)
+        .take(8192)
+        .collect()
 }
 
 /// Which CPUs to switch to reach `count` online: `(cpu, online)` writes, bringing the

@@ -5,27 +5,30 @@ use std::path::Path;
 
 use super::{Error, read_text, under};
 
-/// Counts the CPUs in a kernel cpu-list such as `"0-3,5,7-8\n"` (7 CPUs). Returns `None` for
-/// an empty or malformed list (including a range whose end is below its start).
-pub fn parse_cpu_list(text: &str) -> Option<u32> {
+/// The `(first, last)` ranges of a kernel cpu-list such as `"0-3,5,7-8\n"`. Returns `None`
+/// for an empty or malformed list (including a range whose end is below its start).
+pub fn parse_cpu_ranges(text: &str) -> Option<Vec<(u32, u32)>> {
     let text = text.trim();
     if text.is_empty() {
         return None;
     }
-    text.split(',').try_fold(0u32, |count, item| {
-        let n = match item.split_once('-') {
-            Some((first, last)) => {
-                let first: u32 = first.parse().ok()?;
-                let last: u32 = last.parse().ok()?;
-                last.checked_sub(first)?.checked_add(1)?
-            }
-            None => {
-                item.parse::<u32>().ok()?;
-                1
-            }
-        };
-        count.checked_add(n)
-    })
+    text.split(',')
+        .map(|item| {
+            let (first, last) = item.split_once('-').unwrap_or((item, item));
+            let (first, last): (u32, u32) = (first.parse().ok()?, last.parse().ok()?);
+            (last >= first).then_some((first, last))
+        })
+        .collect()
+}
+
+/// Counts the CPUs in a kernel cpu-list such as `"0-3,5,7-8\n"` (7 CPUs). Returns `None` for
+/// an empty or malformed list.
+pub fn parse_cpu_list(text: &str) -> Option<u32> {
+    parse_cpu_ranges(text)?
+        .iter()
+        .try_fold(0u32, |count, &(first, last)| {
+            count.checked_add((last - first).checked_add(1)?)
+        })
 }
 
 /// Reads the number of online CPUs from `sys/devices/system/cpu/online` under `root`.
