@@ -25,14 +25,9 @@ impl Setup {
         self.dir.path().join("root")
     }
     fn completion(&mut self, id: &str, within: Duration) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let (c, _) = self.peer.until("completion", left);
-            if c["reply_id"] == id {
-                return c;
-            }
-        }
+        self.peer
+            .until_where("completion", |c| c["reply_id"] == id, within)
+            .0
     }
     fn send(&mut self, v: Value) {
         self.peer.send(&v.to_string());

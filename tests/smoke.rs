@@ -87,25 +87,23 @@ fn version_key(s: &str) -> Vec<u64> {
 
 /// Reads until a `param` with `key` arrives; returns its value.
 fn param(peer: &mut Peer, key: &str, within: Duration) -> String {
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let (m, _) = peer.until("param", left);
-        if m["key"] == key {
-            return m["value"].as_str().unwrap_or_default().to_owned();
-        }
-    }
+    let (m, _) = peer.until_where("param", |m| m["key"] == key, within);
+    m["value"].as_str().unwrap_or_default().to_owned()
+}
+
+/// The boot id the image's test script sends as `smoke.boot`: found among `seen` (it may
+/// ride along with a burst), or waited for.
+fn boot_id(peer: &mut Peer, seen: &[Value]) -> String {
+    let early = seen
+        .iter()
+        .find(|m| m["__name__"] == "param" && m["key"] == "smoke.boot")
+        .and_then(|m| m["value"].as_str().map(str::to_owned));
+    early.unwrap_or_else(|| param(peer, "smoke.boot", 20 * SEC))
 }
 
 fn completion(peer: &mut Peer, id: &str, within: Duration) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let (c, _) = peer.until("completion", left);
-        if c["reply_id"] == id {
-            return c;
-        }
-    }
+    peer.until_where("completion", |c| c["reply_id"] == id, within)
+        .0
 }
 
 #[test]
@@ -155,11 +153,7 @@ fn qemu_guest_end_to_end() {
 
     // The image's test script ran `guestd -p smoke.boot=<boot id>` after boot.
     // (It may already have come with the burst.)
-    let early = burst
-        .iter()
-        .find(|m| m["__name__"] == "param" && m["key"] == "smoke.boot")
-        .and_then(|m| m["value"].as_str().map(str::to_owned));
-    let boot1 = early.unwrap_or_else(|| param(&mut peer, "smoke.boot", 20 * SEC));
+    let boot1 = boot_id(&mut peer, &burst);
     assert_eq!(boot1.len(), 36, "a boot id: {boot1}");
 
     // Heartbeats at the image's period (time-period = 2), memory consistent with -m 256.
@@ -252,11 +246,7 @@ fn qemu_guest_end_to_end() {
     // The rebooted guest's agent finds the host still connected and sends its burst.
     let (_, _) = peer.until("session-startup", 40 * SEC);
     let (_, seen) = peer.until("fqdn", 5 * SEC);
-    let early = seen
-        .iter()
-        .find(|m| m["__name__"] == "param" && m["key"] == "smoke.boot")
-        .and_then(|m| m["value"].as_str().map(str::to_owned));
-    let boot2 = early.unwrap_or_else(|| param(&mut peer, "smoke.boot", 20 * SEC));
+    let boot2 = boot_id(&mut peer, &seen);
     assert_ne!(boot2, boot1, "the guest did not reboot");
     eprintln!("smoke: rebooted ({:.1} s in)", t0.elapsed().as_secs_f64());
 

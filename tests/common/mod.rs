@@ -223,12 +223,22 @@ impl Peer {
     /// Reads until a message named `name` arrives (returning it and everything before it), or
     /// panics after `timeout`.
     pub fn until(&mut self, name: &str, timeout: Duration) -> (Value, Vec<Value>) {
+        self.until_where(name, |_| true, timeout)
+    }
+
+    /// Like `until`, for the first message named `name` that also satisfies `pred`.
+    pub fn until_where(
+        &mut self,
+        name: &str,
+        pred: impl Fn(&Value) -> bool,
+        timeout: Duration,
+    ) -> (Value, Vec<Value>) {
         let deadline = Instant::now() + timeout;
         let mut seen = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.next(left) {
-                Some(v) if v["__name__"] == name => return (v, seen),
+                Some(v) if v["__name__"] == name && pred(&v) => return (v, seen),
                 Some(v) => seen.push(v),
                 None => panic!(
                     "no '{name}' within {timeout:?}; got {:?}",
