@@ -2,6 +2,7 @@
 //! Key-value messaging between guest and host (ovmd's params): the limits, the entry type, the
 //! `-l` line format, and the persistent store (`store`).
 
+pub mod keeper;
 pub mod store;
 
 pub use store::{Error, Pending, Store, StoreLock};

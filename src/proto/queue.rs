@@ -1,25 +1,35 @@
 // SPDX-License-Identifier: Apache-2.0
-//! The bounded outbound queue. Writes to the host never block the loop: what the channel does
-//! not take now stays queued, and the loop asks for `POLLOUT`. When the queue is full, queued
-//! heartbeats coalesce to the newest one; nothing else is dropped without a log line.
+//! The bounded outbound queue of one link. Writes to the host never block the loop: what the
+//! channel does not take now stays queued, and the loop asks for `POLLOUT`. When the queue is
+//! full, queued heartbeats coalesce to the newest one and reports make room, oldest first.
+//! Replies are never dropped: the link stops reading input while the queue is over its
+//! high-water mark, so replies can only add what one inbound frame asks for. Every operation
+//! is O(1) amortised: superseded and dropped items are marked dead in place and skipped when
+//! they reach the head.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 
-/// Default bound on queued bytes.
+/// Default bound on queued bytes of reports, heartbeats and durable messages.
 pub const DEFAULT_CAPACITY: usize = 1024 * 1024;
+/// Above this many queued bytes the link reads no more input until the queue drains.
+pub const HIGH_WATER: usize = 256 * 1024;
+/// Replies and events may use this much beyond the capacity: the room the backpressure above
+/// leaves for the answer to one inbound frame.
+pub const EVENT_ALLOWANCE: usize = 8 * 1024 * 1024;
 
 /// How a queued message behaves when the queue is full or the host goes away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// A heartbeat: a newer one supersedes every queued one when space runs out.
     Heartbeat,
-    /// A report of current state (facts, replies to this host): a newer report of the same
-    /// name supersedes a queued one, and all are dropped when the host detaches, because the
-    /// next attach sends a fresh burst.
+    /// A report of current state (facts): a newer report of the same name supersedes a
+    /// queued one, and all are dropped when the host detaches, because the next attach sends
+    /// a fresh burst.
     Report,
-    /// A notification or a reply (`session-logon`, `echo`): never superseded, dropped when
-    /// the host detaches (it concerned that host's session).
+    /// A reply or a notification (`echo`, `completion`, `session-logon`): never superseded
+    /// or dropped to make room; dropped when the host detaches (it concerned that host's
+    /// session).
     Event,
     /// A message that must reach the host eventually: never dropped to make room (a full
     /// queue refuses it instead). Its source of truth is the store's outbox, which re-queues
@@ -34,6 +44,8 @@ struct Item {
     bytes: Vec<u8>,
     /// The outbox sequence number of a durable message.
     seq: Option<u64>,
+    /// False once superseded or dropped: skipped when it reaches the head.
+    live: bool,
 }
 
 /// The result of offering a message to the queue.
@@ -55,10 +67,13 @@ pub enum Flush {
     Pending,
 }
 
-/// A byte-bounded FIFO of encoded messages with a partially written head.
+/// A byte-bounded FIFO of encoded messages with a partially written head. Items are named by
+/// ids that grow by one per push; `items[0]` has id `base`.
 #[derive(Debug)]
 pub struct OutQueue {
     items: VecDeque<Item>,
+    base: u64,
+    /// Bytes of live items.
     bytes: usize,
     capacity: usize,
     /// Bytes of the head item already written.
@@ -66,6 +81,11 @@ pub struct OutQueue {
     heartbeats_written: u64,
     /// Outbox sequence numbers of durable messages written completely.
     delivered: Vec<u64>,
+    /// Ids of queued heartbeats and reports, oldest first (some may be dead or gone).
+    heartbeats: VecDeque<u64>,
+    reports: VecDeque<u64>,
+    /// The id of the newest queued report of each name.
+    latest: HashMap<&'static str, u64>,
 }
 
 impl Default for OutQueue {
@@ -78,16 +98,20 @@ impl OutQueue {
     pub fn new(capacity: usize) -> OutQueue {
         OutQueue {
             items: VecDeque::new(),
+            base: 0,
             bytes: 0,
             capacity,
             head_written: 0,
             heartbeats_written: 0,
             delivered: Vec::new(),
+            heartbeats: VecDeque::new(),
+            reports: VecDeque::new(),
+            latest: HashMap::new(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.bytes == 0
     }
 
     /// Bytes currently queued.
@@ -95,26 +119,28 @@ impl OutQueue {
         self.bytes
     }
 
+    /// Whether the link should stop reading input until the queue drains.
+    pub fn over_high_water(&self) -> bool {
+        self.bytes >= HIGH_WATER.min(self.capacity)
+    }
+
     /// Heartbeats written completely since the queue was created.
     pub fn heartbeats_written(&self) -> u64 {
         self.heartbeats_written
     }
 
-    /// Removes queued items for which `drop_it` is true, except a partially written head.
-    fn remove_where(&mut self, mut drop_it: impl FnMut(&Item) -> bool) -> Vec<&'static str> {
-        let mut dropped = Vec::new();
-        let mut i = usize::from(self.head_written > 0);
-        while i < self.items.len() {
-            if drop_it(&self.items[i]) {
-                if let Some(it) = self.items.remove(i) {
-                    self.bytes -= it.bytes.len();
-                    dropped.push(it.name);
-                }
-            } else {
-                i += 1;
-            }
+    /// Marks item `id` dead unless it is gone or is the partially written head; returns its
+    /// name when it was live.
+    fn kill(&mut self, id: u64) -> Option<&'static str> {
+        let idx = usize::try_from(id.checked_sub(self.base)?).ok()?;
+        if idx == 0 && self.head_written > 0 {
+            return None;
         }
-        dropped
+        let it = self.items.get_mut(idx).filter(|it| it.live)?;
+        it.live = false;
+        self.bytes -= it.bytes.len();
+        it.bytes = Vec::new();
+        Some(it.name)
     }
 
     /// Queues a durable message from the outbox, tagged with its sequence number.
@@ -135,36 +161,52 @@ impl OutQueue {
 
     /// Queues one encoded message.
     pub fn push(&mut self, name: &'static str, kind: Kind, bytes: Vec<u8>) -> Push {
+        let id = self.base + self.items.len() as u64;
         // A newer report of the same fact makes a queued, unsent one stale.
-        let mut dropped = Vec::new();
         if kind == Kind::Report {
-            self.remove_where(|it| it.kind == Kind::Report && it.name == name);
+            if let Some(old) = self.latest.insert(name, id) {
+                self.kill(old);
+            }
         }
-        if self.bytes + bytes.len() > self.capacity {
-            dropped.extend(self.remove_where(|it| it.kind == Kind::Heartbeat));
+        let len = bytes.len();
+        let mut dropped = Vec::new();
+        if self.bytes + len > self.capacity {
+            while let Some(h) = self.heartbeats.pop_front() {
+                dropped.extend(self.kill(h));
+            }
         }
-        if self.bytes + bytes.len() > self.capacity && kind != Kind::Heartbeat {
+        if self.bytes + len > self.capacity && kind != Kind::Heartbeat {
             // Make room by dropping reports, oldest first, but only for a message that is
             // worth at least as much.
-            let mut need = self.bytes + bytes.len() - self.capacity;
-            dropped.extend(self.remove_where(|it| {
-                if need > 0 && it.kind == Kind::Report {
-                    need = need.saturating_sub(it.bytes.len());
-                    true
-                } else {
-                    false
-                }
-            }));
+            while self.bytes + len > self.capacity {
+                let Some(r) = self.reports.pop_front() else {
+                    break;
+                };
+                dropped.extend(self.kill(r));
+            }
         }
-        if self.bytes + bytes.len() > self.capacity {
+        let limit = match kind {
+            Kind::Event => self.capacity + EVENT_ALLOWANCE,
+            _ => self.capacity,
+        };
+        if self.bytes + len > limit {
+            if kind == Kind::Report && self.latest.get(name) == Some(&id) {
+                self.latest.remove(name);
+            }
             return Push::Rejected;
         }
-        self.bytes += bytes.len();
+        self.bytes += len;
+        match kind {
+            Kind::Heartbeat => self.heartbeats.push_back(id),
+            Kind::Report => self.reports.push_back(id),
+            Kind::Event | Kind::Durable => {}
+        }
         self.items.push_back(Item {
             name,
             kind,
             bytes,
             seq: None,
+            live: true,
         });
         if dropped.is_empty() {
             Push::Queued
@@ -173,9 +215,26 @@ impl OutQueue {
         }
     }
 
+    /// Removes the head item (written or dead) and forgets ids that are gone.
+    fn pop_head(&mut self) {
+        self.items.pop_front();
+        self.base += 1;
+        self.head_written = 0;
+        while self.heartbeats.front().is_some_and(|&h| h < self.base) {
+            self.heartbeats.pop_front();
+        }
+        while self.reports.front().is_some_and(|&r| r < self.base) {
+            self.reports.pop_front();
+        }
+    }
+
     /// Writes queued bytes to `w` until it would block or the queue is empty.
     pub fn flush_to<W: Write>(&mut self, w: &mut W) -> io::Result<Flush> {
         while let Some(head) = self.items.front() {
+            if !head.live {
+                self.pop_head();
+                continue;
+            }
             match w.write(&head.bytes[self.head_written..]) {
                 Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
                 Ok(n) => {
@@ -188,8 +247,7 @@ impl OutQueue {
                             self.delivered.push(seq);
                         }
                         self.bytes -= head.bytes.len();
-                        self.head_written = 0;
-                        self.items.pop_front();
+                        self.pop_head();
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flush::Pending),
@@ -201,6 +259,7 @@ impl OutQueue {
         if self.items.capacity() > 64 {
             self.items.shrink_to(16);
         }
+        self.latest.clear();
         Ok(Flush::Empty)
     }
 
@@ -209,8 +268,12 @@ impl OutQueue {
     /// store's outbox and are queued again, whole, on the next attach, since the new host
     /// starts reading at a line boundary.
     pub fn detach(&mut self) -> usize {
-        let n = self.items.len();
+        let n = self.items.iter().filter(|it| it.live).count();
+        self.base += self.items.len() as u64;
         self.items.clear();
+        self.heartbeats.clear();
+        self.reports.clear();
+        self.latest.clear();
         self.bytes = 0;
         self.head_written = 0;
         n

@@ -69,17 +69,28 @@ impl SignalFd {
 
     /// Reads every pending signal (standard signals coalesce: one entry per kind).
     pub fn read_all(&self) -> io::Result<Vec<Signal>> {
+        Ok(self.read_with_fd()?.into_iter().map(|(s, _)| s).collect())
+    }
+
+    /// Like `read_all`, with the descriptor a SIGIO concerns when the kernel said which (it
+    /// does for descriptors set up by `enable_sigio`, which sets `F_SETSIG`).
+    pub fn read_with_fd(&self) -> io::Result<Vec<(Signal, Option<RawFd>)>> {
         const INFO: usize = std::mem::size_of::<libc::signalfd_siginfo>();
         let mut out = Vec::new();
         let mut buf = [0u8; INFO * 8];
+        let field = |c: &[u8], at: usize| i32::from_ne_bytes([c[at], c[at + 1], c[at + 2], c[at + 3]]);
         loop {
             match (&self.0).read(&mut buf) {
                 Ok(0) => return Ok(out),
                 Ok(n) => {
                     for chunk in buf[..n].chunks_exact(INFO) {
-                        // ssi_signo is the first u32 of signalfd_siginfo.
-                        let signo = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-                        out.push(Signal::from_number(signo));
+                        // signalfd_siginfo: ssi_signo (u32) at 0, ssi_code at 8, ssi_fd at 20.
+                        let signo = field(chunk, 0).cast_unsigned();
+                        let (code, fd) = (field(chunk, 8), field(chunk, 20));
+                        let sig = Signal::from_number(signo);
+                        // POLL_IN (1) to POLL_HUP (6): the kernel filled in si_fd.
+                        let known = sig == Signal::Io && (1..=6).contains(&code);
+                        out.push((sig, known.then_some(fd)));
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(out),

@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use crate::config::Config;
+
 /// The periodic reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Task {
@@ -63,6 +65,20 @@ impl Schedule {
         }
         due
     }
+}
+
+/// The schedule the configuration asks for, counted from `now`.
+pub fn for_config(now: Duration, c: &Config) -> Schedule {
+    Schedule::new(
+        now,
+        &[
+            (Task::Heartbeat, c.heartbeat),
+            (Task::Users, c.user_rate),
+            (Task::Applications, c.application_rate),
+            (Task::Cpus, c.cpu_rate),
+            (Task::Disks, c.disk_rate),
+        ],
+    )
 }
 
 #[cfg(test)]

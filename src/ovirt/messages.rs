@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
-//! The oVirt guest-agent protocol: one JSON object per line, the message type in `__name__`
-//! (`shared/reference/ovirt-protocol.md` §1.2). Inbound lines are bounded; outbound lines are
-//! compact, ASCII-only JSON with XML-illegal characters replaced by U+FFFD, as VDSM expects.
+//! The oVirt wire format: one JSON object per line, the message type in `__name__`
+//! (`shared/reference/ovirt-protocol.md` §1.2). Commands are parsed from lines; messages are
+//! built from the protocol-neutral facts and encoded as compact, ASCII-only JSON with
+//! XML-illegal characters replaced by U+FFFD, as VDSM expects.
 
 use std::fmt;
-use std::io::{self, Read};
 
 use serde_json::{Map, Value, json};
 
@@ -19,115 +19,6 @@ pub const MAX_LINE: usize = 1024 * 1024;
 
 /// The highest protocol version guestd implements (§4).
 pub const MAX_API_VERSION: u32 = 3;
-
-/// Read buffer size: one read(2) takes at most this much.
-const READ_CHUNK: usize = 16 * 1024;
-
-/// A line buffer larger than this is released after the line is served, so one big message
-/// does not pin its memory for the agent's lifetime.
-const KEEP_CAPACITY: usize = 64 * 1024;
-
-/// What the line reader found in the input.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Frame<'a> {
-    /// A complete line, without its `\n`.
-    Line(&'a [u8]),
-    /// A line longer than `MAX_LINE` began; it is discarded up to its newline.
-    Oversize,
-}
-
-/// How a `LineReader::read_from` call ended.
-#[derive(Debug, PartialEq, Eq)]
-pub enum ReadEnd {
-    /// The source has no more data for now (`WouldBlock`).
-    WouldBlock,
-    /// The source reached end of file: the peer is gone.
-    Eof,
-}
-
-/// Splits a byte stream into lines of at most `limit` bytes. Over-long lines are reported
-/// once and skipped up to the next newline (VDSM's `too-big` state).
-#[derive(Debug)]
-pub struct LineReader {
-    buf: Vec<u8>,
-    limit: usize,
-    skipping: bool,
-}
-
-impl Default for LineReader {
-    fn default() -> Self {
-        LineReader::new(MAX_LINE)
-    }
-}
-
-impl LineReader {
-    pub fn new(limit: usize) -> LineReader {
-        LineReader {
-            buf: Vec::new(),
-            limit,
-            skipping: false,
-        }
-    }
-
-    /// Forgets any partial line (the peer changed).
-    pub fn reset(&mut self) {
-        self.buf = Vec::new();
-        self.skipping = false;
-    }
-
-    /// Feeds `data`, calling `f` for every complete line and every over-long line.
-    pub fn feed(&mut self, mut data: &[u8], mut f: impl FnMut(Frame<'_>)) {
-        while !data.is_empty() {
-            let nl = data.iter().position(|&b| b == b'\n');
-            let (seg, rest) = match nl {
-                Some(i) => (&data[..i], &data[i + 1..]),
-                None => (data, &data[data.len()..]),
-            };
-            data = rest;
-            if self.skipping {
-                self.skipping = nl.is_none();
-                continue;
-            }
-            if self.buf.len() + seg.len() > self.limit {
-                f(Frame::Oversize);
-                self.buf = Vec::new();
-                self.skipping = nl.is_none();
-                continue;
-            }
-            if nl.is_none() {
-                self.buf.extend_from_slice(seg);
-            } else if self.buf.is_empty() {
-                f(Frame::Line(seg));
-            } else {
-                self.buf.extend_from_slice(seg);
-                f(Frame::Line(&self.buf));
-                self.buf.clear();
-                if self.buf.capacity() > KEEP_CAPACITY {
-                    self.buf = Vec::new();
-                }
-            }
-        }
-    }
-
-    /// Reads from `src` until it would block or ends, feeding everything read. Interrupted
-    /// reads are retried; other errors are returned.
-    pub fn read_from<R: Read>(
-        &mut self,
-        src: &mut R,
-        mut f: impl FnMut(Frame<'_>),
-    ) -> io::Result<ReadEnd> {
-        let mut chunk = [0u8; READ_CHUNK];
-        loop {
-            match src.read(&mut chunk) {
-                Ok(0) => return Ok(ReadEnd::Eof),
-                Ok(n) => self.feed(&chunk[..n], &mut f),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ReadEnd::WouldBlock),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
 
 /// A command from the host: its `__name__` and the remaining arguments.
 #[derive(Debug, Clone, PartialEq)]
@@ -361,108 +252,6 @@ pub fn echo(args: Map<String, Value>) -> Message {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn frames(r: &mut LineReader, data: &[u8]) -> Vec<Option<Vec<u8>>> {
-        let mut out = Vec::new();
-        r.feed(data, |f| {
-            out.push(match f {
-                Frame::Line(l) => Some(l.to_vec()),
-                Frame::Oversize => None,
-            })
-        });
-        out
-    }
-
-    #[test]
-    fn splits_lines_across_and_within_reads() {
-        let mut r = LineReader::new(100);
-        assert_eq!(
-            frames(&mut r, b"{\"a\":1}\n{\"b\""),
-            vec![Some(b"{\"a\":1}".to_vec())]
-        );
-        assert_eq!(frames(&mut r, b":2"), vec![]);
-        assert_eq!(
-            frames(&mut r, b"}\n\nx\n"),
-            vec![
-                Some(b"{\"b\":2}".to_vec()),
-                Some(vec![]),
-                Some(b"x".to_vec())
-            ]
-        );
-    }
-
-    #[test]
-    fn oversize_line_is_skipped_to_its_newline_and_reported_once() {
-        let mut r = LineReader::new(10);
-        assert_eq!(frames(&mut r, b"0123456"), vec![]);
-        assert_eq!(frames(&mut r, b"789abcdef"), vec![None]);
-        assert_eq!(frames(&mut r, b"more garbage"), vec![]);
-        assert_eq!(frames(&mut r, b"tail\nok\n"), vec![Some(b"ok".to_vec())]);
-        // A line of exactly the limit is accepted.
-        assert_eq!(
-            frames(&mut r, b"0123456789\n"),
-            vec![Some(b"0123456789".to_vec())]
-        );
-        assert_eq!(
-            frames(&mut r, b"0123456789a\nz\n"),
-            vec![None, Some(b"z".to_vec())]
-        );
-    }
-
-    #[test]
-    fn any_split_of_the_stream_gives_the_same_lines() {
-        // A stream with short, empty, limit-sized and over-long lines.
-        let mut stream = Vec::new();
-        for (i, len) in [0usize, 1, 5, 31, 32, 33, 64, 7, 0, 100].iter().enumerate() {
-            stream.extend(std::iter::repeat_n(b'a' + u8::try_from(i).unwrap(), *len));
-            stream.push(b'\n');
-        }
-        let whole = frames(&mut LineReader::new(32), &stream);
-        assert_eq!(
-            whole.iter().filter(|f| f.is_none()).count(),
-            3,
-            "three over-long lines"
-        );
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        for _ in 0..500 {
-            let mut r = LineReader::new(32);
-            let mut got = Vec::new();
-            let mut rest = &stream[..];
-            while !rest.is_empty() {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                let n = usize::try_from(seed % 40).unwrap().min(rest.len()).max(1);
-                got.extend(frames(&mut r, &rest[..n]));
-                rest = &rest[n..];
-            }
-            assert_eq!(got, whole);
-        }
-    }
-
-    #[test]
-    fn read_from_reports_eof_and_would_block() {
-        let mut r = LineReader::default();
-        let mut src: &[u8] = b"a\nb\n";
-        let mut lines = Vec::new();
-        let end = r
-            .read_from(&mut src, |f| {
-                if let Frame::Line(l) = f {
-                    lines.push(l.to_vec());
-                }
-            })
-            .unwrap();
-        assert_eq!(end, ReadEnd::Eof);
-        assert_eq!(lines, vec![b"a".to_vec(), b"b".to_vec()]);
-
-        let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-        a.set_nonblocking(true).unwrap();
-        drop(b);
-        assert_eq!(r.read_from(&mut a, |_| {}).unwrap(), ReadEnd::Eof);
-        let (mut a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
-        a.set_nonblocking(true).unwrap();
-        assert_eq!(r.read_from(&mut a, |_| {}).unwrap(), ReadEnd::WouldBlock);
-    }
 
     #[test]
     fn parses_commands_and_rejects_bad_lines() {

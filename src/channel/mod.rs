@@ -1,28 +1,28 @@
 // SPDX-License-Identifier: Apache-2.0
-//! The host channel: what `--channel` names, how the port is found, and its attach state.
+//! A host channel: what `--channel` names, opening it, and its attach state. The transports
+//! live in their own files:
 //!
-//! - `virtio-serial[:NAME]`: `/dev/virtio-ports/NAME`, or, without udev, the `vportNpM` whose
-//!   `/sys/class/virtio-ports/*/name` is NAME. The port stays open for the agent's life
-//!   (closing it tells the host the agent left). With no host on the other end it reports
-//!   POLLHUP forever, so while detached the agent leaves it out of the poll set and waits for
-//!   the SIGIO that the port raises (F_SETOWN + O_ASYNC) when the host connects.
-//! - `unix-listen:PATH`: a listening UNIX socket; one host peer at a time.
-//! - `serial:DEVICE`: a serial line in raw mode; always attached.
+//! - `virtio`: `virtio-serial[:NAME]`, `/dev/virtio-ports/NAME` or, without udev, the
+//!   `vportNpM` whose `/sys/class/virtio-ports/*/name` is NAME; detached while no host is on
+//!   the other end (SIGIO says when one comes).
+//! - `listen`: `unix-listen:PATH`, a listening UNIX socket; one host peer at a time.
+//! - `serial`: `serial:DEVICE`, a serial line in raw mode; always attached.
+//!
+//! The port names a bare `virtio-serial` looks for belong to the protocol served on it and
+//! are passed in.
+
+pub mod listen;
+pub mod serial;
+pub mod virtio;
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-
-use crate::facts::under;
-use crate::sys;
-
-/// Port names tried, in order, when `virtio-serial` names none.
-pub const DEFAULT_PORT_NAMES: &[&str] = &["ovirt-guest-agent.0", "com.redhat.rhevm.vdsm"];
 
 /// A parsed `--channel` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,41 +99,6 @@ fn err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error 
     }
 }
 
-/// Finds the virtio port for the first of `names` that exists: `dev/virtio-ports/NAME` (udev),
-/// else the `dev/vportNpM` whose `sys/class/virtio-ports/vportNpM/name` is NAME.
-pub fn find_virtio_port(root: &Path, names: &[&str]) -> Option<PathBuf> {
-    let mut by_name: Option<Vec<(String, String)>> = None;
-    for name in names {
-        let udev = under(root, "dev/virtio-ports").join(name);
-        if udev.exists() {
-            return Some(udev);
-        }
-        let ports = by_name.get_or_insert_with(|| sysfs_port_names(root));
-        if let Some((_, vport)) = ports.iter().find(|(n, _)| n == name) {
-            return Some(under(root, "dev").join(vport));
-        }
-    }
-    None
-}
-
-/// (port name, `vportNpM`) for every port the kernel lists.
-fn sysfs_port_names(root: &Path) -> Vec<(String, String)> {
-    let dir = under(root, "sys/class/virtio-ports");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Vec::new();
-    };
-    let mut out: Vec<(String, String)> = entries
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let vport = e.file_name().to_str()?.to_owned();
-            let name = std::fs::read_to_string(e.path().join("name")).ok()?;
-            Some((name.trim().to_owned(), vport))
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 /// The open connection to the host.
 #[derive(Debug)]
 pub enum Conn {
@@ -173,11 +138,14 @@ impl Write for Conn {
 }
 
 /// The channel and its state: where it is, whether it is open, whether a host is attached.
+/// This is the one place attach state is kept.
 #[derive(Debug)]
 pub struct Channel {
     spec: ChannelSpec,
     root: PathBuf,
-    listener: Option<UnixListener>,
+    /// The port names a bare `virtio-serial` looks for, in order.
+    ports: &'static [&'static str],
+    listener: Option<listen::Listener>,
     conn: Option<Conn>,
     attached: bool,
     /// Accepting is paused after an accept error (e.g. EMFILE), so the loop does not spin.
@@ -186,19 +154,24 @@ pub struct Channel {
 
 impl Channel {
     /// Opens the channel. A virtio port or serial device that does not exist yet, or cannot
-    /// be opened yet, is not an error: the agent retries `open_port` until it can. Only a
+    /// be opened yet, is not an error: the link retries `open_port` until it can. Only a
     /// listening socket that cannot be bound is fatal.
-    pub fn open(spec: &ChannelSpec, root: &Path) -> Result<Channel, Error> {
+    pub fn open(
+        spec: &ChannelSpec,
+        root: &Path,
+        ports: &'static [&'static str],
+    ) -> Result<Channel, Error> {
         let mut ch = Channel {
             spec: spec.clone(),
             root: root.to_owned(),
+            ports,
             listener: None,
             conn: None,
             attached: false,
             listen_paused: false,
         };
         match spec {
-            ChannelSpec::UnixListen(path) => ch.listener = Some(listen(path)?),
+            ChannelSpec::UnixListen(path) => ch.listener = Some(listen::Listener::bind(path, None)?),
             ChannelSpec::VirtioSerial(_) | ChannelSpec::Serial(_) => {
                 if let Err(e) = ch.open_port() {
                     log::error!("{e}");
@@ -212,8 +185,16 @@ impl Channel {
         &self.spec
     }
 
+    /// The port names looked for, for messages.
+    pub fn port_names(&self) -> String {
+        match &self.spec {
+            ChannelSpec::VirtioSerial(Some(n)) => n.clone(),
+            _ => self.ports.join(" or "),
+        }
+    }
+
     /// Whether this is a device channel (virtio or serial) that is not open: not found yet,
-    /// or closed after an error. The agent then retries `open_port` on a timer.
+    /// or closed after an error. The link then retries `open_port` on a timer.
     pub fn waiting_for_port(&self) -> bool {
         !matches!(self.spec, ChannelSpec::UnixListen(_)) && self.conn.is_none()
     }
@@ -222,59 +203,63 @@ impl Channel {
         matches!(self.spec, ChannelSpec::VirtioSerial(_))
     }
 
+    pub fn is_listening(&self) -> bool {
+        self.listener.is_some()
+    }
+
     /// Finds and opens the device. `Ok(true)` when it is open now. A serial line counts as
     /// attached as soon as it is open; a virtio port is attached once `host_connected` says so.
     pub fn open_port(&mut self) -> Result<bool, Error> {
         if self.conn.is_some() {
             return Ok(true);
         }
-        let path = match &self.spec {
-            ChannelSpec::UnixListen(_) => return Ok(false),
+        match &self.spec {
+            ChannelSpec::UnixListen(_) => Ok(false),
             ChannelSpec::Serial(path) => {
-                let f = open_device(path)?;
-                sys::set_raw(f.as_fd()).map_err(err("setting raw mode on", path))?;
-                log::info!("opened serial line {}", path.display());
-                self.conn = Some(Conn::Port(f));
+                self.conn = Some(Conn::Port(serial::open(path)?));
                 self.attached = true;
-                return Ok(true);
+                Ok(true)
             }
             ChannelSpec::VirtioSerial(name) => {
-                let names: Vec<&str> = match name {
-                    Some(n) => vec![n.as_str()],
-                    None => DEFAULT_PORT_NAMES.to_vec(),
+                let named;
+                let names = match name {
+                    Some(n) => {
+                        named = [n.as_str()];
+                        &named[..]
+                    }
+                    None => self.ports,
                 };
-                match find_virtio_port(&self.root, &names) {
-                    Some(p) => p,
-                    None => return Ok(false),
-                }
+                let Some(path) = virtio::find_port(&self.root, names) else {
+                    return Ok(false);
+                };
+                self.conn = Some(Conn::Port(virtio::open(&path)?));
+                Ok(true)
             }
-        };
-        let f = open_device(&path)?;
-        // INVARIANT: SIGIO is blocked (the signalfd exists) before O_ASYNC is set, so the
-        // first host connect cannot kill the process.
-        sys::enable_sigio(f.as_fd()).map_err(err("enabling SIGIO on", &path))?;
-        log::info!("opened virtio port {}", path.display());
-        self.conn = Some(Conn::Port(f));
-        Ok(true)
+        }
     }
 
     pub fn is_attached(&self) -> bool {
         self.attached
     }
 
-    /// The fd to poll for host data: the connection while a host is attached, else -1.
-    pub fn conn_poll_fd(&self) -> RawFd {
+    /// The fd to poll for host data: the connection while a host is attached.
+    pub fn conn_fd(&self) -> Option<RawFd> {
         match (&self.conn, self.attached) {
-            (Some(c), true) => c.raw_fd(),
-            _ => -1,
+            (Some(c), true) => Some(c.raw_fd()),
+            _ => None,
         }
     }
 
-    /// The listening socket while it should accept (no peer yet), else -1.
-    pub fn listen_poll_fd(&self) -> RawFd {
+    /// The open device or connection, attached or not.
+    pub fn port_fd(&self) -> Option<RawFd> {
+        self.conn.as_ref().map(Conn::raw_fd)
+    }
+
+    /// The listening socket while it should accept (no peer yet).
+    pub fn listen_fd(&self) -> Option<RawFd> {
         match (&self.listener, &self.conn) {
-            (Some(l), None) if !self.listen_paused => l.as_raw_fd(),
-            _ => -1,
+            (Some(l), None) if !self.listen_paused => Some(l.socket().as_raw_fd()),
+            _ => None,
         }
     }
 
@@ -283,14 +268,17 @@ impl Channel {
         self.listen_paused = paused;
     }
 
+    /// Whether this is an open virtio port whose host side is not connected: the port a SIGIO
+    /// may concern.
+    pub fn awaits_sigio(&self) -> bool {
+        self.is_virtio() && self.conn.is_some() && !self.attached
+    }
+
     /// For a virtio port: whether the host side is connected now (no POLLHUP). Called on
     /// start and on every SIGIO while detached.
     pub fn host_connected(&self) -> io::Result<bool> {
         match &self.conn {
-            Some(Conn::Port(f)) if matches!(self.spec, ChannelSpec::VirtioSerial(_)) => {
-                let ev = sys::poll_now(f.as_fd(), sys::POLLIN | sys::POLLOUT)?;
-                Ok(ev & (sys::POLLHUP | sys::POLLERR | sys::POLLNVAL) == 0)
-            }
+            Some(Conn::Port(f)) if self.is_virtio() => virtio::host_connected(f),
             _ => Ok(false),
         }
     }
@@ -310,17 +298,13 @@ impl Channel {
         if self.conn.is_some() {
             return Ok(false);
         }
-        match l.accept() {
-            Ok((s, _)) => {
-                s.set_nonblocking(true)?;
+        match l.accept()? {
+            Some(s) => {
                 self.conn = Some(Conn::Stream(s));
                 self.attached = true;
                 Ok(true)
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => Ok(false),
-            Err(e) => Err(e),
+            None => Ok(false),
         }
     }
 
@@ -356,37 +340,9 @@ fn open_device(path: &Path) -> Result<File, Error> {
         .map_err(err("opening", path))
 }
 
-/// Binds `path` (replacing a stale socket left by a previous run, never another kind of
-/// file), mode 0600, non-blocking.
-pub(crate) fn listen(path: &Path) -> Result<UnixListener, Error> {
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if meta.file_type().is_socket() {
-            if UnixStream::connect(path).is_ok() {
-                return Err(Error {
-                    op: "listening on",
-                    path: path.to_owned(),
-                    source: io::Error::new(
-                        io::ErrorKind::AddrInUse,
-                        "another process is listening",
-                    ),
-                });
-            }
-            std::fs::remove_file(path).map_err(err("removing stale socket", path))?;
-        }
-    }
-    // Created 0600 from the start (umask 0177), so no other user can connect in between.
-    let l =
-        sys::with_umask(0o177, || UnixListener::bind(path)).map_err(err("listening on", path))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(err("setting permissions of", path))?;
-    l.set_nonblocking(true).map_err(err("listening on", path))?;
-    Ok(l)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::facts::fixtures;
 
     #[test]
     fn parses_channel_specs() {
@@ -413,57 +369,23 @@ mod tests {
     }
 
     #[test]
-    fn finds_port_through_sysfs_without_udev() {
-        let root = fixtures().join("ports-sysfs");
-        assert_eq!(
-            find_virtio_port(&root, DEFAULT_PORT_NAMES),
-            Some(root.join("dev/vport1p2"))
-        );
-        assert_eq!(
-            find_virtio_port(&root, &["com.redhat.rhevm.vdsm"]),
-            Some(root.join("dev/vport1p3"))
-        );
-        assert_eq!(find_virtio_port(&root, &["absent.0"]), None);
-    }
-
-    #[test]
-    fn prefers_udev_link_and_the_first_name() {
-        let root = fixtures().join("ports-udev");
-        assert_eq!(
-            find_virtio_port(&root, DEFAULT_PORT_NAMES),
-            Some(root.join("dev/virtio-ports/ovirt-guest-agent.0"))
-        );
-        assert_eq!(
-            find_virtio_port(&fixtures().join("no-such-root"), DEFAULT_PORT_NAMES),
-            None
-        );
-    }
-
-    #[test]
-    fn unix_listen_serves_one_peer_and_replaces_stale_socket() {
+    fn unix_listen_serves_one_peer() {
         let dir = std::env::temp_dir().join(format!("guestd-ch-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("s.sock");
-        // A stale socket file from a dead process is replaced.
-        drop(UnixListener::bind(&path).unwrap());
-        let mut ch = Channel::open(&ChannelSpec::UnixListen(path.clone()), &dir).unwrap();
+        let mut ch = Channel::open(&ChannelSpec::UnixListen(path.clone()), &dir, &[]).unwrap();
         assert!(!ch.is_attached());
         assert!(!ch.accept().unwrap());
         let _peer = UnixStream::connect(&path).unwrap();
         assert!(ch.accept().unwrap());
         assert!(ch.is_attached());
-        assert_eq!(ch.listen_poll_fd(), -1);
-        // A second listener on the same live path is refused.
-        let e = Channel::open(&ChannelSpec::UnixListen(path.clone()), &dir).unwrap_err();
-        assert!(
-            e.to_string().contains("another process is listening"),
-            "{e}"
-        );
+        assert_eq!(ch.listen_fd(), None);
         ch.pause_listening(true);
         ch.detach(false);
-        assert_eq!(ch.listen_poll_fd(), -1);
+        assert_eq!(ch.listen_fd(), None);
         ch.pause_listening(false);
-        assert!(ch.listen_poll_fd() >= 0);
+        assert!(ch.listen_fd().is_some());
+        drop(ch);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,0 +1,290 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The oVirt guest-agent protocol session (`shared/reference/ovirt-protocol.md`): the
+//! negotiated API version, the start-up and refresh bursts, the periodic schedule, one table
+//! from command name to handler, the host's key-value commands and the delivery of the
+//! store's outbox. It serves one link; the loop knows none of this.
+//!
+//! - `messages`: the wire format and the message builders.
+//! - `schedule`: the periodic report deadlines.
+//! - `reports`: facts read and sent as messages, and the bursts.
+//! - `actions`: the host's actions (shutdown, hibernate, lock-screen, ...).
+//! - `kv`: the host's key-value commands and the outbox delivery.
+
+pub mod actions;
+pub mod kv;
+pub mod messages;
+pub mod reports;
+pub mod schedule;
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::link::Outbound;
+use crate::proto::line::LineReader;
+use crate::proto::queue::Kind;
+use crate::proto::{Frame, Framer};
+use crate::services::{LinkId, Notice, Requester, Services};
+use messages::{Command, MAX_API_VERSION, MAX_LINE, Message};
+use schedule::Schedule;
+
+/// Port names tried, in order, when `virtio-serial` names none.
+pub const PORT_NAMES: &[&str] = &["ovirt-guest-agent.0", "com.redhat.rhevm.vdsm"];
+
+/// What a handler works with: the link's queue and the shared services.
+pub struct Ctx<'a> {
+    pub out: &'a mut Outbound,
+    pub svc: &'a mut Services,
+}
+
+/// A command handler.
+type Handler = fn(&mut Session, &Command, &mut Ctx<'_>);
+
+/// Every command guestd understands, and who handles it.
+const COMMANDS: &[(&str, Handler)] = &[
+    ("refresh", Session::on_refresh),
+    ("api-version", Session::on_api_version),
+    ("echo", Session::on_echo),
+    ("shutdown", actions::shutdown),
+    ("hibernate", actions::hibernate),
+    ("lock-screen", actions::lock_screen),
+    ("login", actions::login),
+    ("log-off", actions::log_off),
+    ("lifecycle-event", actions::lifecycle_event),
+    ("set-number-of-cpus", actions::set_number_of_cpus),
+    ("set-param", kv::set_param),
+    ("delete-param", kv::delete_param),
+    ("delete-params", kv::delete_params),
+    ("get-param", kv::get_param),
+    ("list-params", kv::list_params),
+];
+
+/// The commands that ask for a burst: consecutive ones share it.
+fn asks_for_burst(name: &str) -> bool {
+    matches!(name, "refresh" | "api-version")
+}
+
+/// The session on one link.
+pub struct Session {
+    link: LinkId,
+    api_version: u32,
+    sched: Option<Schedule>,
+    /// A refresh burst was asked for (refresh, api-version, SIGHUP); sent once per turn,
+    /// however many requests arrived.
+    refresh_pending: bool,
+    /// The highest outbox sequence number queued for the current host.
+    queued_upto: u64,
+    /// What earlier reports said, for diffs.
+    seen: reports::Seen,
+}
+
+impl Session {
+    pub fn new(link: LinkId) -> Session {
+        Session {
+            link,
+            api_version: 0,
+            sched: None,
+            refresh_pending: false,
+            queued_upto: 0,
+            seen: reports::Seen::default(),
+        }
+    }
+
+    /// Who to answer for a command on this link.
+    fn requester(&self, cmd: &Command) -> Requester {
+        Requester {
+            link: self.link,
+            id: reply_id(cmd),
+        }
+    }
+
+    /// Queues `msg` if the negotiated version allows it (§4), logging what does not fit.
+    fn send(&self, out: &mut Outbound, msg: Message, kind: Kind) {
+        let min = messages::min_api_version(msg.name);
+        if min > self.api_version {
+            log::debug!(
+                "not sending {}: needs API version {min}, negotiated {}",
+                msg.name,
+                self.api_version
+            );
+            return;
+        }
+        out.push(msg.name, kind, msg.encode());
+    }
+
+    /// Answers a request: `completion` when it carried a `reply_id` (a host that asks for a
+    /// reply understands it, whatever the negotiated version); otherwise the result is logged.
+    fn answer(out: &mut Outbound, id: Option<&str>, action: &str, result: Result<(), String>) {
+        match id {
+            Some(id) => {
+                let msg = messages::completion(id, result);
+                out.push(msg.name, Kind::Event, msg.encode());
+            }
+            None => match result {
+                Ok(()) => log::info!("{action}: done"),
+                Err(e) => log::warn!("{action} refused: {e}"),
+            },
+        }
+    }
+
+    /// Queues the answer to a host request, or says why it cannot go out.
+    fn push_reply(out: &mut Outbound, msg: &Message) -> Result<(), String> {
+        let bytes = msg.encode();
+        if bytes.len() > MAX_LINE {
+            return Err(format!(
+                "the answer is {} bytes, over the 1 MiB line limit of the channel",
+                bytes.len()
+            ));
+        }
+        if out.push(msg.name, Kind::Event, bytes) {
+            Ok(())
+        } else {
+            Err("the outbound queue is full".into())
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command, cx: &mut Ctx<'_>) {
+        // Never log arguments: set-param values may be secrets.
+        log::debug!("host command {}", cmd.name);
+        // Consecutive refresh requests share one burst, but a later command is answered after
+        // the burst its predecessors asked for, as the host expects.
+        if !asks_for_burst(&cmd.name) {
+            self.run_pending_refresh(cx);
+        }
+        match COMMANDS.iter().find(|(name, _)| *name == cmd.name) {
+            Some((_, handler)) => handler(self, &cmd, cx),
+            None => log::info!("ignoring unsupported command '{}'", cmd.name),
+        }
+    }
+
+    fn on_refresh(&mut self, cmd: &Command, _: &mut Ctx<'_>) {
+        // An old host that does not say its version gets version 0 (§3).
+        if !cmd.args.contains_key("apiVersion") && self.api_version > 0 {
+            log::info!("refresh without apiVersion: falling back to API version 0");
+            self.api_version = 0;
+        }
+        self.refresh_pending = true;
+    }
+
+    fn on_api_version(&mut self, cmd: &Command, _: &mut Ctx<'_>) {
+        match cmd.args.get("apiVersion").and_then(Value::as_i64) {
+            Some(v) => {
+                let v = u32::try_from(v.clamp(0, i64::from(MAX_API_VERSION))).unwrap_or(0);
+                if v != self.api_version {
+                    log::info!("API version {} -> {v}", self.api_version);
+                    self.api_version = v;
+                    self.refresh_pending = true;
+                }
+            }
+            None => log::warn!(
+                "ignoring api-version with a non-integer apiVersion: {:?}",
+                cmd.args.get("apiVersion")
+            ),
+        }
+    }
+
+    fn on_echo(&mut self, cmd: &Command, cx: &mut Ctx<'_>) {
+        self.send(cx.out, messages::echo(cmd.args.clone()), Kind::Event);
+    }
+
+    fn run_pending_refresh(&mut self, cx: &mut Ctx<'_>) {
+        if std::mem::take(&mut self.refresh_pending) {
+            self.refresh_burst(cx);
+        }
+    }
+}
+
+/// The `reply_id` of a command, if it has one.
+fn reply_id(cmd: &Command) -> Option<String> {
+    cmd.args
+        .get("reply_id")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+impl crate::link::Session for Session {
+    fn protocol(&self) -> &'static str {
+        "oVirt"
+    }
+
+    fn port_names(&self) -> &'static [&'static str] {
+        PORT_NAMES
+    }
+
+    fn framer(&self) -> Box<dyn Framer> {
+        Box::new(LineReader::new(MAX_LINE))
+    }
+
+    fn attach(&mut self, now: Duration, out: &mut Outbound, svc: &mut Services) {
+        self.queued_upto = 0;
+        let c = &svc.cfg;
+        self.sched = Some(schedule::for_config(now, c));
+        self.seen = reports::Seen::default();
+        let cx = &mut Ctx { out, svc };
+        self.startup_burst(cx);
+        self.pump_outbox(cx);
+    }
+
+    fn detach(&mut self) {
+        self.sched = None;
+        self.refresh_pending = false;
+    }
+
+    fn frame(&mut self, frame: Frame<'_>, out: &mut Outbound, svc: &mut Services) {
+        match frame {
+            Frame::Oversize => {
+                log::warn!("discarding an inbound line longer than {MAX_LINE} bytes");
+            }
+            Frame::Line(line) => match messages::parse_command(line) {
+                Ok(cmd) => self.on_command(cmd, &mut Ctx { out, svc }),
+                Err(e) => log::debug!("skipping inbound line: {e}"),
+            },
+        }
+    }
+
+    fn timer(&mut self, now: Duration, out: &mut Outbound, svc: &mut Services) {
+        let due = match &mut self.sched {
+            Some(s) => s.take_due(now),
+            None => return,
+        };
+        let cx = &mut Ctx { out, svc };
+        for task in due {
+            self.run_task(task, cx);
+        }
+    }
+
+    fn deadline(&self) -> Option<Duration> {
+        self.sched.as_ref().and_then(Schedule::next_deadline)
+    }
+
+    fn end_of_turn(&mut self, out: &mut Outbound, svc: &mut Services) {
+        let cx = &mut Ctx { out, svc };
+        self.run_pending_refresh(cx);
+        self.pump_outbox(cx);
+    }
+
+    fn refresh(&mut self) {
+        self.refresh_pending = true;
+    }
+
+    fn notice(&mut self, notice: Notice, out: &mut Outbound, svc: &mut Services) {
+        match notice {
+            Notice::Done { to, action, result } => {
+                Session::answer(out, to.id.as_deref(), &action, result);
+            }
+            Notice::ShuttingDown { .. } => {
+                let msg = Message::bare("session-shutdown");
+                out.push(msg.name, Kind::Event, msg.encode());
+            }
+            Notice::LoggedOff { to } => {
+                self.logged_off(&mut Ctx { out, svc });
+                Session::answer(out, to.id.as_deref(), "log-off", Ok(()));
+            }
+        }
+    }
+
+    fn stopping(&mut self, out: &mut Outbound) {
+        let msg = Message::bare("session-shutdown");
+        out.push(msg.name, Kind::Event, msg.encode());
+    }
+}

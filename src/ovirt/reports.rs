@@ -1,0 +1,264 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Facts read and sent as oVirt messages: the start-up and refresh bursts in the reference
+//! order (§2.1), the periodic reports, and the user diffs that become `session-logon` and
+//! `session-logoff`. A source that cannot be read is reported to `Health`, not sent.
+
+use std::time::Duration;
+
+use super::messages::{self, MAX_API_VERSION, Message};
+use super::schedule::Task;
+use super::{Ctx, Session};
+use crate::facts::{self, apps, cpus, disks, hostname, memory, net, osinfo, timezone, users};
+use crate::proto::queue::Kind;
+use crate::sys;
+
+/// What earlier reports to this host said, for diffs.
+#[derive(Debug, Default)]
+pub struct Seen {
+    vmstat: Option<(memory::VmStat, Duration)>,
+    users: Option<Vec<String>>,
+    active_user: Option<String>,
+}
+
+impl Session {
+    /// The start-up burst, in the reference order (§2.1).
+    pub(super) fn startup_burst(&mut self, cx: &mut Ctx<'_>) {
+        self.send(cx.out, Message::bare("session-startup"), Kind::Event);
+        self.send_host_name(cx);
+        self.send_os_version(cx);
+        self.send_network_interfaces(cx);
+        self.check_users(true, cx);
+        self.send_applications(cx);
+        self.send_fqdn(cx);
+        self.send_timezone(cx);
+        self.send_os_info(cx);
+    }
+
+    /// The refresh burst, in the reference order (§2.1); no heartbeat, no number-of-cpus.
+    pub(super) fn refresh_burst(&mut self, cx: &mut Ctx<'_>) {
+        self.send(cx.out, Message::bare("session-startup"), Kind::Event);
+        self.check_users(true, cx);
+        self.send_applications(cx);
+        self.send_host_name(cx);
+        self.send_os_version(cx);
+        self.send_network_interfaces(cx);
+        self.send_disks_usage(cx);
+        self.send_fqdn(cx);
+        self.send_timezone(cx);
+        self.send_os_info(cx);
+    }
+
+    /// One periodic task that fell due.
+    pub(super) fn run_task(&mut self, task: Task, cx: &mut Ctx<'_>) {
+        match task {
+            Task::Heartbeat => self.send_heartbeat(cx),
+            Task::Users => self.check_users(false, cx),
+            Task::Applications => {
+                self.send_applications(cx);
+                self.send_host_name(cx);
+                self.send_os_version(cx);
+                self.send_network_interfaces(cx);
+                self.send_fqdn(cx);
+            }
+            Task::Cpus => self.send_number_of_cpus(cx),
+            Task::Disks => self.send_disks_usage(cx),
+        }
+    }
+
+    fn send_heartbeat(&mut self, cx: &mut Ctx<'_>) {
+        let root = &cx.svc.cfg.root;
+        let mem = match memory::read_meminfo(root) {
+            Ok(m) => {
+                cx.svc.health.ok("meminfo");
+                m
+            }
+            Err(e) => {
+                // Still a heartbeat: it keeps the agent responsive; free-ram 0 makes VDSM
+                // fall back to balloon statistics.
+                cx.svc.health.failed("meminfo", &e);
+                memory::MemInfo::default()
+            }
+        };
+        let vm = match memory::read_vmstat(&cx.svc.cfg.root) {
+            Ok(v) => {
+                cx.svc.health.ok("vmstat");
+                Some(v)
+            }
+            Err(e) => {
+                cx.svc.health.failed("vmstat", &e);
+                None
+            }
+        };
+        let now = sys::monotonic_now();
+        let cur = vm.unwrap_or_default();
+        let prev = self.seen.vmstat.as_ref().map(|(v, t)| (v, *t));
+        let prev = if vm.is_some() { prev } else { None };
+        let stat = memory::memory_stat(&mem, prev, &cur, now);
+        self.seen.vmstat = vm.map(|v| (v, now));
+        // The renegotiation trick (§4 step 5): 0 until the first heartbeat has gone out.
+        let api = if cx.out.heartbeats_written() == 0 {
+            0
+        } else {
+            MAX_API_VERSION
+        };
+        let msg = messages::heartbeat(mem.free_ram_mib(), &stat, api);
+        self.send(cx.out, msg, Kind::Heartbeat);
+    }
+
+    /// Sends the report `build` makes of a fact that was read, or notes why it was not.
+    fn report<T>(
+        &self,
+        cx: &mut Ctx<'_>,
+        source: &'static str,
+        read: Result<T, facts::Error>,
+        build: impl FnOnce(&T) -> Message,
+    ) {
+        match read {
+            Ok(v) => {
+                cx.svc.health.ok(source);
+                self.send(cx.out, build(&v), Kind::Report);
+            }
+            Err(e) => cx.svc.health.failed(source, &e),
+        }
+    }
+
+    fn send_host_name(&mut self, cx: &mut Ctx<'_>) {
+        let read = hostname::read_hostname(&cx.svc.cfg.root);
+        self.report(cx, "host-name", read, |h| messages::host_name(h));
+    }
+
+    fn send_fqdn(&mut self, cx: &mut Ctx<'_>) {
+        let root = &cx.svc.cfg.root;
+        let read = hostname::read_hostname(root).map(|h| hostname::read_fqdn(root, &h));
+        self.report(cx, "fqdn", read, |f| messages::fqdn(f));
+    }
+
+    fn send_os_version(&mut self, cx: &mut Ctx<'_>) {
+        let read = hostname::read_os_release_kernel(&cx.svc.cfg.root);
+        self.report(cx, "os-version", read, |v| messages::os_version(v));
+    }
+
+    fn send_os_info(&mut self, cx: &mut Ctx<'_>) {
+        if self.api_version < messages::min_api_version("os-info") {
+            return;
+        }
+        let root = &cx.svc.cfg.root;
+        let release = match osinfo::read_os_release(root) {
+            Ok(r) => r,
+            Err(e) => {
+                cx.svc.health.failed("os-release", &e);
+                Vec::new()
+            }
+        };
+        let root = &cx.svc.cfg.root;
+        let kernel = hostname::read_os_release_kernel(root).unwrap_or_default();
+        let machine = sys::machine().unwrap_or_default();
+        let info = osinfo::os_info(&release, &machine, &kernel);
+        self.send(cx.out, messages::os_info(&info), Kind::Report);
+    }
+
+    fn send_timezone(&mut self, cx: &mut Ctx<'_>) {
+        if self.api_version < messages::min_api_version("timezone") {
+            return;
+        }
+        let tz = timezone::read_timezone(&cx.svc.cfg.root);
+        self.send(cx.out, messages::timezone(&tz), Kind::Report);
+    }
+
+    fn send_network_interfaces(&mut self, cx: &mut Ctx<'_>) {
+        let names = match net::read_interface_names(&cx.svc.cfg.root) {
+            Ok(n) => n,
+            Err(e) => return cx.svc.health.failed("network-interfaces", &e),
+        };
+        let addrs = match sys::interface_addresses() {
+            Ok(a) => {
+                cx.svc.health.ok("network-interfaces");
+                a
+            }
+            Err(e) => {
+                let e = format!("getifaddrs: {e}");
+                cx.svc.health.failed("network-interfaces", &e);
+                Vec::new()
+            }
+        };
+        let list = net::interfaces(names, &addrs, &cx.svc.cfg.ignored_nics);
+        self.send(cx.out, messages::network_interfaces(&list), Kind::Report);
+    }
+
+    fn send_applications(&mut self, cx: &mut Ctx<'_>) {
+        let read = apps::read_applications(&cx.svc.cfg.root, &cx.svc.cfg.applications);
+        self.report(cx, "applications", read, |list| messages::applications(list));
+    }
+
+    pub(super) fn send_number_of_cpus(&mut self, cx: &mut Ctx<'_>) {
+        let count = match cpus::read_online_count(&cx.svc.cfg.root) {
+            Ok(n) => {
+                cx.svc.health.ok("number-of-cpus");
+                i64::from(n)
+            }
+            Err(e) => {
+                cx.svc.health.failed("number-of-cpus", &e);
+                -1
+            }
+        };
+        self.send(cx.out, messages::number_of_cpus(count), Kind::Report);
+    }
+
+    fn send_disks_usage(&mut self, cx: &mut Ctx<'_>) {
+        let cfg = &cx.svc.cfg;
+        let mounts = match disks::read_mountinfo(&cfg.root) {
+            Ok(m) => m,
+            Err(e) => return cx.svc.health.failed("disks-usage", &e),
+        };
+        let mounts = disks::mounts_to_measure(mounts, &cfg.ignored_fs);
+        // statvfs runs on the real mount points; with a test root there is nothing real
+        // to measure, so the fixture's mount list is measured under the root too.
+        let root = cfg.root.clone();
+        let real = |p: &std::path::Path| facts::under(&root, &p.to_string_lossy());
+        let list = disks::collect(&mounts, |p| sys::statvfs(&real(p)), |p| real(p).is_file());
+        let mapping = match disks::read_disk_mapping(&root) {
+            Ok(m) => m,
+            Err(e) => {
+                cx.svc.health.failed("disk mapping", &e);
+                Vec::new()
+            }
+        };
+        cx.svc.health.ok("disks-usage");
+        self.send(cx.out, messages::disks_usage(&list, &mapping), Kind::Report);
+    }
+
+    /// Reads utmp; sends `session-logon`/`session-logoff` for users who came or went since the
+    /// last check, and `active-user` when it changed (or always, when `force`).
+    fn check_users(&mut self, force: bool, cx: &mut Ctx<'_>) {
+        let root = &cx.svc.cfg.root;
+        let sessions = match users::read_sessions(root) {
+            Ok(s) => users::live_sessions(root, s),
+            Err(e) => return cx.svc.health.failed("users", &e),
+        };
+        cx.svc.health.ok("users");
+        let now = users::logged_in_users(&sessions);
+        if let Some(before) = self.seen.users.take() {
+            for _ in now.iter().filter(|u| !before.contains(u)) {
+                self.send(cx.out, Message::bare("session-logon"), Kind::Event);
+            }
+            for _ in before.iter().filter(|u| !now.contains(u)) {
+                self.send(cx.out, Message::bare("session-logoff"), Kind::Event);
+            }
+        }
+        let active = users::active_user(&now);
+        if force || self.seen.active_user.as_deref() != Some(active.as_str()) {
+            self.send(cx.out, messages::active_user(&active), Kind::Report);
+        }
+        self.seen.users = Some(now);
+        self.seen.active_user = Some(active);
+    }
+
+    /// The built-in log-off ended the active user's sessions: say so.
+    pub(super) fn logged_off(&mut self, cx: &mut Ctx<'_>) {
+        let msg = messages::active_user("None");
+        cx.out.push(msg.name, Kind::Report, msg.encode());
+        let msg = Message::bare("session-logoff");
+        cx.out.push(msg.name, Kind::Event, msg.encode());
+        self.seen.active_user = Some("None".into());
+    }
+}

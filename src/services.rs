@@ -1,0 +1,292 @@
+// SPDX-License-Identifier: Apache-2.0
+//! What every link's protocol session shares: the configuration, the fact sources' health,
+//! the key-value store, the two hook lanes and the power state machines. Work that ends
+//! later (a hook job, a shutdown's grace period) comes back as a `Notice` addressed to the
+//! link and request that asked for it; the loop hands each notice to that link's session.
+
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::facts::Health;
+use crate::hooks::{Job, Outcome, Runner};
+use crate::kv::keeper::Keeper;
+use crate::power::{self, Power};
+
+/// Index of a link in the agent's list.
+pub type LinkId = usize;
+
+/// Hook jobs waiting or running in one lane at most; a host request beyond is refused.
+pub const MAX_PENDING_JOBS: usize = 64;
+
+/// Who asked for something that ends later: a link and the request's id on that link
+/// (oVirt's `reply_id`, absent when the host wants no answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requester {
+    pub link: LinkId,
+    pub id: Option<String>,
+}
+
+/// What to do when a hook job finishes; each job carries its own.
+#[derive(Debug)]
+pub enum Followup {
+    /// Nothing (param hooks).
+    Nothing,
+    /// Answer the requester. `need_hook`: no executable at all means the action could not be
+    /// done (a guest without a desktop has nothing to lock, for example).
+    Complete {
+        to: Requester,
+        action: String,
+        need_hook: bool,
+    },
+    /// `before_hibernation` hooks are done: now suspend.
+    Hibernate { state: String, to: Requester },
+    /// A power-off or reboot command ended.
+    Power,
+}
+
+/// Work that ended, for the session of the link that asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A request finished: answer it.
+    Done {
+        to: Requester,
+        action: String,
+        result: Result<(), String>,
+    },
+    /// A shutdown's grace period is over and the power-off starts now.
+    ShuttingDown { to: Requester },
+    /// The built-in log-off ended the active user's sessions.
+    LoggedOff { to: Requester },
+}
+
+impl Notice {
+    pub fn link(&self) -> LinkId {
+        match self {
+            Notice::Done { to, .. } | Notice::ShuttingDown { to } | Notice::LoggedOff { to } => {
+                to.link
+            }
+        }
+    }
+}
+
+/// The lane a hook job runs in. Each lane runs one program at a time; what the host waits
+/// for with a deadline (lifecycle events, hibernation, power-off: VDSM gives 10 s) never
+/// queues behind slow param or desktop hooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Normal,
+    Urgent,
+}
+
+/// The two hook lanes.
+#[derive(Default)]
+pub struct Hooks {
+    normal: Runner<Followup>,
+    urgent: Runner<Followup>,
+}
+
+impl Hooks {
+    fn lane(&mut self, lane: Lane) -> &mut Runner<Followup> {
+        match lane {
+            Lane::Normal => &mut self.normal,
+            Lane::Urgent => &mut self.urgent,
+        }
+    }
+
+    /// Queues `job` in `lane`; a full lane gives the follow-up back, for the refusal.
+    pub fn submit(&mut self, lane: Lane, job: Job, then: Followup) -> Result<(), Followup> {
+        self.lane(lane).submit(job, then).map_err(|r| r.then)
+    }
+
+    pub fn poll_fds(&self, out: &mut Vec<(RawFd, i16)>) {
+        out.extend(self.normal.poll_fds());
+        out.extend(self.urgent.poll_fds());
+    }
+
+    /// poll(2) reported `revents` on `fd`; each runner ignores descriptors not its own.
+    pub fn on_ready(&mut self, fd: RawFd, revents: i16) {
+        self.normal.on_ready(fd, revents);
+        self.urgent.on_ready(fd, revents);
+    }
+
+    pub fn on_sigchld(&mut self) {
+        self.normal.on_sigchld();
+        self.urgent.on_sigchld();
+    }
+
+    pub fn on_timer(&mut self, now: Duration) {
+        self.normal.on_timer(now);
+        self.urgent.on_timer(now);
+    }
+
+    pub fn deadline(&self) -> Option<Duration> {
+        [self.normal.next_deadline(), self.urgent.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Finished jobs of both lanes: each follow-up with its label and outcomes.
+    fn take_finished(&mut self) -> Vec<(Followup, String, Vec<Outcome>)> {
+        let mut done = Vec::new();
+        for f in self
+            .normal
+            .take_finished()
+            .into_iter()
+            .chain(self.urgent.take_finished())
+        {
+            done.push((f.then, f.label, f.outcomes));
+        }
+        done
+    }
+}
+
+/// The shared state and machinery.
+pub struct Services {
+    pub cfg: Config,
+    pub health: Health,
+    pub store: Keeper,
+    pub hooks: Hooks,
+    pub power: Power,
+    /// Notices for the sessions, routed by the loop at the end of each turn.
+    pub notices: Vec<Notice>,
+}
+
+impl Services {
+    pub fn new(cfg: Config, store: Keeper) -> Services {
+        Services {
+            cfg,
+            health: Health::default(),
+            store,
+            hooks: Hooks::default(),
+            power: Power::default(),
+            notices: Vec::new(),
+        }
+    }
+
+    /// Queues a hook job that a request asked for. A full lane is answered with a clear
+    /// refusal instead.
+    pub fn submit(&mut self, lane: Lane, job: Job, then: Followup) {
+        if let Err(then) = self.hooks.submit(lane, job, then) {
+            let refusal = "too many hooks are pending; try again later".to_owned();
+            match then {
+                Followup::Complete { to, action, .. } => self.notices.push(Notice::Done {
+                    to,
+                    action,
+                    result: Err(refusal),
+                }),
+                Followup::Hibernate { to, .. } => self.notices.push(Notice::Done {
+                    to,
+                    action: "hibernate".into(),
+                    result: Err(refusal),
+                }),
+                Followup::Power => {
+                    self.power
+                        .command_done(Err(refusal), &self.cfg, &mut self.hooks, &mut self.notices)
+                }
+                Followup::Nothing => log::warn!("hook job refused: {refusal}"),
+            }
+        }
+    }
+
+    /// Carries on with whatever waited for finished hook jobs. A follow-up may start a job
+    /// that ends at once (a program that cannot start): those are served too.
+    pub fn hooks_finished(&mut self) {
+        loop {
+            let finished = self.hooks.take_finished();
+            if finished.is_empty() {
+                return;
+            }
+            for (then, label, outcomes) in finished {
+                let failed = outcomes.iter().filter(|o| !o.ok()).count();
+                if failed > 0 {
+                    log::warn!("{label} hooks: {failed} of {} failed", outcomes.len());
+                }
+                self.followup(then, &label, &outcomes);
+            }
+        }
+    }
+
+    fn followup(&mut self, then: Followup, label: &str, outcomes: &[Outcome]) {
+        match then {
+            Followup::Nothing => {}
+            Followup::Complete {
+                to,
+                action,
+                need_hook,
+            } => {
+                let result = if need_hook && outcomes.is_empty() {
+                    log::info!(
+                        "{action}: nothing to do (no hook in {})",
+                        self.cfg.hooks_dir.join(&action).display()
+                    );
+                    Err(format!("no {action} hook is installed in this guest"))
+                } else {
+                    summarise(outcomes)
+                };
+                self.notices.push(Notice::Done { to, action, result });
+            }
+            Followup::Hibernate { state, to } => {
+                let result = power::write_power_state(&self.cfg.root, &state);
+                self.notices.push(Notice::Done {
+                    to,
+                    action: "hibernate".into(),
+                    result,
+                });
+            }
+            Followup::Power => {
+                let ok = !outcomes.is_empty() && outcomes.iter().all(Outcome::ok);
+                let result = if ok {
+                    Ok(())
+                } else {
+                    Err(summarise(outcomes)
+                        .err()
+                        .unwrap_or_else(|| format!("{label}: not run")))
+                };
+                self.power
+                    .command_done(result, &self.cfg, &mut self.hooks, &mut self.notices);
+            }
+        }
+    }
+
+    /// Timer work: hook timeouts, power deadlines, batched delivery records.
+    pub fn on_timer(&mut self, now: Duration) {
+        self.hooks.on_timer(now);
+        self.power
+            .on_timer(now, &self.cfg, &mut self.hooks, &mut self.notices);
+        self.store.on_timer(now);
+    }
+
+    /// The earliest deadline of the shared machinery.
+    pub fn deadline(&self) -> Option<Duration> {
+        [
+            self.hooks.deadline(),
+            self.power.deadline(),
+            self.store.deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
+/// `Ok` when every program succeeded, else the failures, named.
+pub fn summarise(outcomes: &[Outcome]) -> Result<(), String> {
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter(|o| !o.ok())
+        .map(|o| {
+            let name = o.program.file_name().unwrap_or_default().to_string_lossy();
+            match &o.result {
+                Ok(status) => format!("{name}: {status}"),
+                Err(e) => format!("{name}: {e}"),
+            }
+        })
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("hooks failed: {}", failed.join("; ")))
+    }
+}
