@@ -597,7 +597,7 @@ impl Core {
                 }
             }
         };
-        match Store::open(&dir) {
+        match Store::open(&dir, params::legacy_record) {
             Ok(s) => {
                 log::info!(
                     "store {}: {} params, {} messages pending for the host",
@@ -652,12 +652,8 @@ impl Core {
             if self.out.len_bytes() >= OUTBOX_WINDOW {
                 break;
             }
-            let mut args = p.msg.as_object().cloned().unwrap_or_default();
-            let name = match args.remove("__name__") {
-                Some(Value::String(n)) => n,
-                _ => String::from("invalid"),
-            };
-            if self.out.push_durable(p.seq, ovirt::encode(&name, args)) == Push::Rejected {
+            let line = params::record_message(&p.record).encode();
+            if self.out.push_durable(p.seq, line) == Push::Rejected {
                 break;
             }
             self.queued_upto = p.seq;
