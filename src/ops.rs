@@ -47,7 +47,8 @@ fn connect(cfg: &Config) -> Result<Backend, String> {
         }
         match StoreLock::try_lock(&cfg.state_dir) {
             Ok(Some(lock)) => {
-                let store = Store::open(&cfg.state_dir).map_err(|e| e.to_string())?;
+                let store = Store::open(&cfg.state_dir, params::legacy_record)
+                    .map_err(|e| e.to_string())?;
                 return Ok(Backend::Direct { store, _lock: lock });
             }
             Ok(None) => {}

@@ -59,7 +59,7 @@ impl Keeper {
                 }
             }
         };
-        match Store::open(dir) {
+        match Store::open(dir, crate::params::legacy_record) {
             Ok(s) => {
                 log::info!(
                     "store {}: {} params, {} messages pending for the host",

@@ -1,11 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
 //! Key-value messaging between guest and host (ovmd's params): the limits, the entry type, the
-//! `-l` line format, and the persistent store (`store`).
+//! outbox record type, the `-l` line format, and the persistent store (`store`, its on-disk
+//! document in `doc`, its lock in `lock`). Nothing here knows a wire protocol: the protocol
+//! side turns records into messages, and decodes the outbox of a version-1 store for `open`.
 
+mod doc;
+mod file;
 pub mod keeper;
+mod lock;
 pub mod store;
 
-pub use store::{Error, Pending, Store, StoreLock};
+pub use doc::LegacyDecoder;
+pub use lock::StoreLock;
+pub use store::{Error, Store};
 
 use serde_json::{Map, Value};
 
@@ -77,6 +84,58 @@ pub struct Entry {
     pub time: u64,
     /// Whether it has reached the host.
     pub sent: bool,
+}
+
+/// News the host is owed, kept in the store's outbox until it has been delivered. The store
+/// knows these kinds, not how a protocol spells them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// `key` was set to `value` (by the guest, so far).
+    Param {
+        key: String,
+        value: String,
+        origin: Origin,
+    },
+    /// `key` was deleted.
+    ParamDeleted { key: String },
+    /// Every param was deleted.
+    ParamsDeleted,
+    /// A named guest event (`guestd -e NAME`).
+    Event { name: String },
+    /// The user's session was locked.
+    SessionLock,
+    /// The user's session was unlocked.
+    SessionUnlock,
+}
+
+impl Record {
+    /// The key this record is news about: `Param` and `ParamDeleted` only.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Record::Param { key, .. } | Record::ParamDeleted { key } => Some(key),
+            _ => None,
+        }
+    }
+
+    /// Checks keys and values against `check_key` and `check_value`, and that an event has a
+    /// name; the error never quotes a value.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            Record::Param { key, value, .. } => check_key(key)
+                .and_then(|()| check_value(value).map_err(|e| format!("key {key:?}: {e}"))),
+            Record::ParamDeleted { key } => check_key(key),
+            Record::Event { name } if name.is_empty() => Err("event name is empty".into()),
+            Record::Event { .. } | Record::ParamsDeleted => Ok(()),
+            Record::SessionLock | Record::SessionUnlock => Ok(()),
+        }
+    }
+}
+
+/// A record not yet delivered, with its sequence number (from 1, increasing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub seq: u64,
+    pub record: Record,
 }
 
 /// The `guestd -l` line for `e`: `{"key":"value"}`, compact, no newline.

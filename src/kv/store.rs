@@ -1,25 +1,21 @@
 // SPDX-License-Identifier: Apache-2.0
-//! The persistent param store and the outbox of messages the host has not received yet, kept
-//! together in one JSON document `<dir>/params` that is replaced crash-safely on every
-//! mutation (write `params.tmp`, fsync, rename, fsync the directory). Whoever opens and
-//! mutates a store holds its `StoreLock` (the agent for its life, or the CLI when no agent
-//! runs).
+//! The persistent param store and the outbox of records the host has not received yet, kept
+//! together in one JSON document `<dir>/params` (its format in `doc`) that is replaced
+//! crash-safely on every mutation (`file`: write `params.tmp`, fsync, rename, fsync the
+//! directory). Whoever opens and mutates a store holds its `StoreLock` (the agent for its
+//! life, or the CLI when no agent runs).
 
 use std::fmt;
-use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
-use std::io::{self, Read, Write};
-use std::os::fd::AsFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::{Value, json};
+use super::doc::{Data, LegacyDecoder};
+use super::file;
+use super::{Entry, MAX_PARAMS, Origin, Pending, Record, check_key, check_value};
 
-use super::{Entry, MAX_OUTBOX, MAX_PARAMS, Origin, check_key, check_value};
-use crate::sys;
-
-/// Largest `params` file read or written; a full store of plain values is about 45 MiB.
-const MAX_FILE: usize = 64 << 20;
+/// Still importable from here, where it was first defined.
+pub use super::lock::StoreLock;
 
 /// Why a store operation failed. Nothing was changed, in memory or on disk.
 #[derive(Debug)]
@@ -29,7 +25,7 @@ pub enum Error {
         path: PathBuf,
         source: io::Error,
     },
-    /// A key or value breaks the rules (`check_key`, `check_value`).
+    /// A key, value or record breaks the rules (`check_key`, `check_value`, `Record::check`).
     Invalid(String),
     /// A limit was reached.
     Full(String),
@@ -53,128 +49,6 @@ impl std::error::Error for Error {
     }
 }
 
-fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Error {
-    move |source| Error::Io {
-        op,
-        path: path.to_owned(),
-        source,
-    }
-}
-
-/// A wire message (a JSON object with `__name__`) still to be delivered to the host.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Pending {
-    pub seq: u64,
-    pub msg: Value,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-struct Data {
-    next_seq: u64,
-    params: Vec<Entry>,
-    outbox: Vec<Pending>,
-}
-
-impl Data {
-    fn pos(&self, key: &str) -> Option<usize> {
-        self.params.iter().position(|e| e.key == key)
-    }
-
-    fn push(&mut self, msg: Option<Value>) -> Result<u64, Error> {
-        let Some(msg) = msg else { return Ok(0) };
-        if !msg.is_object() {
-            return Err(Error::Invalid(
-                "an outbox message is not a JSON object".into(),
-            ));
-        }
-        if self.outbox.len() >= MAX_OUTBOX {
-            return Err(Error::Full(format!(
-                "the outbox is full ({MAX_OUTBOX} messages)"
-            )));
-        }
-        let seq = self.next_seq;
-        self.next_seq = seq
-            .checked_add(1)
-            .ok_or_else(|| Error::Full("outbox sequence numbers exhausted".into()))?;
-        self.outbox.push(Pending { seq, msg });
-        Ok(seq)
-    }
-
-    fn to_json(&self) -> Value {
-        let params: Vec<Value> = (self.params.iter())
-            .map(|e| {
-                let o = e.origin.as_str();
-                json!({"key": e.key, "value": e.value, "origin": o, "time": e.time, "sent": e.sent})
-            })
-            .collect();
-        let outbox: Vec<Value> = (self.outbox.iter())
-            .map(|p| json!({"seq": p.seq, "msg": p.msg}))
-            .collect();
-        json!({"version": 1, "next_seq": self.next_seq, "params": params, "outbox": outbox})
-    }
-
-    /// Parses and checks a `params` document; the error says what is wrong (never a value).
-    fn parse(bytes: &[u8]) -> Result<Data, String> {
-        let v: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        if v.get("version").and_then(Value::as_u64) != Some(1) {
-            return Err("\"version\" is not 1".into());
-        }
-        let arr = |name: &str| {
-            v.get(name)
-                .and_then(Value::as_array)
-                .ok_or(format!("{name:?} is not an array"))
-        };
-        let mut d = Data {
-            // Sequence numbers start at 1 (0 means "none" to the agent).
-            next_seq: (v.get("next_seq").and_then(Value::as_u64))
-                .filter(|&n| n >= 1)
-                .ok_or("bad \"next_seq\"")?,
-            params: Vec::new(),
-            outbox: Vec::new(),
-        };
-        let (params, outbox) = (arr("params")?, arr("outbox")?);
-        if params.len() > MAX_PARAMS || outbox.len() > MAX_OUTBOX {
-            return Err("too many params or outbox messages".into());
-        }
-        for p in params {
-            let s = |k: &str| {
-                p.get(k)
-                    .and_then(Value::as_str)
-                    .ok_or(format!("a param has no string {k:?}"))
-            };
-            let (key, value) = (s("key")?, s("value")?);
-            check_key(key)?;
-            check_value(value).map_err(|e| format!("key {key:?}: {e}"))?;
-            if d.pos(key).is_some() {
-                return Err(format!("key {key:?} appears twice"));
-            }
-            d.params.push(Entry {
-                key: key.to_owned(),
-                value: value.to_owned(),
-                origin: Origin::parse(s("origin")?).ok_or("a param has a bad \"origin\"")?,
-                time: (p.get("time").and_then(Value::as_u64)).ok_or("a param has no \"time\"")?,
-                sent: (p.get("sent").and_then(Value::as_bool)).ok_or("a param has no \"sent\"")?,
-            });
-        }
-        for p in outbox {
-            let seq = p.get("seq").and_then(Value::as_u64);
-            let last = d.outbox.last().map(|l| l.seq);
-            match (seq, p.get("msg")) {
-                (Some(seq), Some(msg))
-                    if msg.is_object() && seq < d.next_seq && last.is_none_or(|l| l < seq) =>
-                {
-                    d.outbox.push(Pending {
-                        seq,
-                        msg: msg.clone(),
-                    });
-                }
-                _ => return Err("an outbox entry is malformed or out of order".into()),
-            }
-        }
-        Ok(d)
-    }
-}
-
 /// The params and the outbox, in memory and in `<dir>/params`.
 #[derive(Debug)]
 pub struct Store {
@@ -182,85 +56,19 @@ pub struct Store {
     data: Data,
 }
 
-fn now() -> u64 {
+pub(super) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
 
-/// Creates `dir` (and missing parents) with mode 0700 if it does not exist.
-fn ensure_dir(dir: &Path) -> Result<(), Error> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .and_then(|()| fs::set_permissions(dir, Permissions::from_mode(0o700)))
-        .map_err(io_err("creating", dir))?;
-    // The new directory entry must be durable too, or the first write could vanish with it.
-    match dir.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
-        _ => Ok(()),
-    }
-}
-
-fn sync_dir(dir: &Path) -> Result<(), Error> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("syncing", dir))
-}
-
-/// Writes `bytes` to `path` (mode 0600) and fsyncs it.
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io_err("creating", path))?;
-    file.write_all(bytes).map_err(io_err("writing", path))?;
-    file.sync_all().map_err(io_err("syncing", path))
-}
-
 impl Store {
     /// Loads the store in `dir` (created 0700 if missing); no `params` file is an empty store.
     /// A `params` that does not parse is moved aside to `params.corrupt-<unix seconds>`,
-    /// logged, and the store starts empty.
-    pub fn open(dir: &Path) -> Result<Store, Error> {
-        ensure_dir(dir)?;
-        let tmp = dir.join("params.tmp");
-        match fs::remove_file(&tmp) {
-            Ok(()) => log::warn!("removed {} left by an interrupted write", tmp.display()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => log::warn!("removing {}: {e}", tmp.display()),
-        }
-        let path = dir.join("params");
-        let mut data = Data {
-            next_seq: 1,
-            params: Vec::new(),
-            outbox: Vec::new(),
-        };
-        let mut bytes = Vec::new();
-        match File::open(&path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            file => {
-                let file = file.map_err(io_err("opening", &path))?;
-                (file.take(MAX_FILE as u64 + 1).read_to_end(&mut bytes))
-                    .map_err(io_err("reading", &path))?;
-                let parsed = if bytes.len() > MAX_FILE {
-                    Err(format!("larger than {MAX_FILE} bytes"))
-                } else {
-                    Data::parse(&bytes)
-                };
-                match parsed {
-                    Ok(d) => data = d,
-                    Err(why) => move_aside(dir, &path, &why)?,
-                }
-            }
-        }
+    /// logged, and the store starts empty. The outbox of a version-1 `params` is read through
+    /// `legacy`; an entry it cannot decode is logged, naming its seq, and dropped.
+    pub fn open(dir: &Path, legacy: LegacyDecoder) -> Result<Store, Error> {
+        let data = file::load(dir, legacy)?;
         Ok(Store {
             dir: dir.to_owned(),
             data,
@@ -276,20 +84,20 @@ impl Store {
         &self.data.params
     }
 
-    /// Messages not yet delivered, in sending order.
+    /// Records not yet delivered, in sending order.
     pub fn outbox(&self) -> &[Pending] {
         &self.data.outbox
     }
 
-    /// Sets `key` (replacing and moving it to the newest place if present), appends
-    /// `outbox_msg` to the outbox if given, and persists.
+    /// Sets `key` (replacing and moving it to the newest place if present), appends `news` to
+    /// the outbox if given, and persists.
     pub fn set(
         &mut self,
         key: &str,
         value: &str,
         origin: Origin,
         sent: bool,
-        outbox_msg: Option<Value>,
+        news: Option<Record>,
     ) -> Result<(), Error> {
         check_key(key).map_err(Error::Invalid)?;
         check_value(value).map_err(Error::Invalid)?;
@@ -312,47 +120,41 @@ impl Store {
                 time: now(),
                 sent,
             });
-            d.push(outbox_msg).map(drop)
+            d.push(news).map(drop)
         })
     }
 
-    /// Deletes `key` (true if it existed), appends `outbox_msg` if given, and persists.
-    pub fn delete(&mut self, key: &str, outbox_msg: Option<Value>) -> Result<bool, Error> {
-        if self.get(key).is_none() && outbox_msg.is_none() {
+    /// Deletes `key` (true if it existed), appends `news` if given, and persists.
+    pub fn delete(&mut self, key: &str, news: Option<Record>) -> Result<bool, Error> {
+        if self.get(key).is_none() && news.is_none() {
             return Ok(false);
         }
         self.commit(|d| {
             let found = d.pos(key).map(|i| d.params.remove(i)).is_some();
-            d.push(outbox_msg)?;
+            d.push(news)?;
             Ok(found)
         })
     }
 
-    /// Deletes every param (returns how many), appends `outbox_msg` if given, and persists.
-    pub fn delete_all(&mut self, outbox_msg: Option<Value>) -> Result<usize, Error> {
+    /// Deletes every param (returns how many), appends `news` if given, and persists.
+    pub fn delete_all(&mut self, news: Option<Record>) -> Result<usize, Error> {
         self.commit(|d| {
             let n = d.params.len();
             d.params.clear();
-            d.push(outbox_msg)?;
+            d.push(news)?;
             Ok(n)
         })
     }
 
-    /// Appends `msg` (a JSON object) to the outbox, persists, and returns its sequence number.
-    pub fn push_outbox(&mut self, msg: Value) -> Result<u64, Error> {
-        self.commit(|d| d.push(Some(msg)))
+    /// Appends `record` to the outbox, persists, and returns its sequence number.
+    pub fn push_outbox(&mut self, record: Record) -> Result<u64, Error> {
+        self.commit(|d| d.push(Some(record)))
     }
 
-    /// Removes the delivered messages `seqs` from the outbox; a delivered `param` message
-    /// marks its key sent if the key still holds the value sent. Persists once.
-    /// Drops pending `param`/`param-deleted` messages about `key` (all keys with `None`):
-    /// the host has just set or deleted it itself, so the guest's older news is stale.
+    /// Drops pending `Param`/`ParamDeleted` records about `key` (all keys with `None`): the
+    /// host has just set or deleted it itself, so the guest's older news is stale.
     pub fn forget_pending(&mut self, key: Option<&str>) -> Result<(), Error> {
-        let stale = |p: &Pending| {
-            let name = p.msg.get("__name__").and_then(Value::as_str);
-            let k = p.msg.get("key").and_then(Value::as_str);
-            matches!(name, Some("param" | "param-deleted")) && key.is_none_or(|key| k == Some(key))
-        };
+        let stale = |p: &Pending| (p.record.key()).is_some_and(|k| key.is_none_or(|key| k == key));
         if !self.data.outbox.iter().any(stale) {
             return Ok(());
         }
@@ -362,6 +164,9 @@ impl Store {
         })
     }
 
+    /// Removes the delivered records `seqs` from the outbox; a delivered `Param` marks its
+    /// key sent if the key still holds the value sent and no later news about it is pending.
+    /// Persists once.
     pub fn delivered(&mut self, seqs: &[u64]) -> Result<(), Error> {
         if !self.data.outbox.iter().any(|p| seqs.contains(&p.seq)) {
             return Ok(());
@@ -370,23 +175,15 @@ impl Store {
             let (done, keep) = d.outbox.drain(..).partition(|p| seqs.contains(&p.seq));
             d.outbox = keep;
             for p in done {
-                let m = &p.msg;
-                let (Some("param"), Some(key), Some(value)) = (
-                    m.get("__name__").and_then(Value::as_str),
-                    m.get("key").and_then(Value::as_str),
-                    m.get("value").and_then(Value::as_str),
-                ) else {
+                let Record::Param { key, value, .. } = &p.record else {
                     continue;
                 };
-                // Sent only if no later message about this key is still pending.
-                let later = d
-                    .outbox
-                    .iter()
-                    .any(|q| q.msg.get("key").and_then(Value::as_str) == Some(key));
+                // Sent only if no later news about this key is still pending.
+                let later = d.outbox.iter().any(|q| q.record.key() == Some(key));
                 if let Some(e) = d
                     .params
                     .iter_mut()
-                    .find(|e| e.key == key && e.value == value && !later)
+                    .find(|e| e.key == *key && e.value == *value && !later)
                 {
                     e.sent = true;
                 }
@@ -400,84 +197,21 @@ impl Store {
     fn commit<T>(&mut self, f: impl FnOnce(&mut Data) -> Result<T, Error>) -> Result<T, Error> {
         let mut d = self.data.clone();
         let out = f(&mut d)?;
-        let bytes = d.to_json().to_string().into_bytes();
-        if bytes.len() > MAX_FILE {
-            return Err(Error::Full(format!(
-                "the store would exceed {MAX_FILE} bytes"
-            )));
-        }
-        ensure_dir(&self.dir)?;
-        let (tmp, path) = (self.dir.join("params.tmp"), self.dir.join("params"));
-        let res = write_synced(&tmp, &bytes)
-            .and_then(|()| fs::rename(&tmp, &path).map_err(io_err("renaming", &tmp)));
-        if res.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        res?;
+        file::replace(&self.dir, &d.to_bytes())?;
         // Renamed: the new state is what the disk holds now, so memory follows it even if the
         // directory sync below fails (the caller is then told the write may not be durable).
         self.data = d;
-        sync_dir(&self.dir)?;
+        file::sync_dir(&self.dir)?;
         Ok(out)
-    }
-}
-
-/// Renames a corrupt `path` to a free `params.corrupt-<unix seconds>[-N]` and logs it.
-fn move_aside(dir: &Path, path: &Path, why: &str) -> Result<(), Error> {
-    let base = format!("params.corrupt-{}", now());
-    for n in 0..1000 {
-        let name = if n == 0 {
-            base.clone()
-        } else {
-            format!("{base}-{n}")
-        };
-        let to = dir.join(name);
-        if fs::symlink_metadata(&to).is_ok() {
-            continue;
-        }
-        fs::rename(path, &to).map_err(io_err("moving aside", path))?;
-        sync_dir(dir)?;
-        log::error!(
-            "the param store {} is corrupt ({why}): moved it to {}, starting with an empty \
-             store; its params and undelivered messages are lost unless restored by hand",
-            path.display(),
-            to.display()
-        );
-        return Ok(());
-    }
-    Err(Error::Io {
-        op: "moving aside",
-        path: path.to_owned(),
-        source: io::Error::from(io::ErrorKind::AlreadyExists),
-    })
-}
-
-/// An exclusive flock(2) on `<dir>/lock`; dropping it releases the lock.
-#[derive(Debug)]
-pub struct StoreLock(#[expect(dead_code, reason = "held only for its flock")] File);
-
-impl StoreLock {
-    /// Takes the lock without waiting; `Ok(None)` when another open file holds it.
-    pub fn try_lock(dir: &Path) -> Result<Option<StoreLock>, Error> {
-        ensure_dir(dir)?;
-        let path = dir.join("lock");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io_err("opening", &path))?;
-        let held =
-            sys::flock_exclusive_nonblocking(file.as_fd()).map_err(io_err("locking", &path))?;
-        Ok(held.then_some(StoreLock(file)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv::MAX_OUTBOX;
+    use serde_json::{Value, json};
+    use std::fs;
     use std::os::unix::fs::MetadataExt;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -504,8 +238,28 @@ mod tests {
         s.params().iter().map(|e| e.key.as_str()).collect()
     }
 
-    fn param(key: &str, value: &str) -> Value {
-        json!({"__name__": "param", "key": key, "value": value, "origin": "guest"})
+    fn param(key: &str, value: &str) -> Record {
+        Record::Param {
+            key: key.into(),
+            value: value.into(),
+            origin: Origin::Guest,
+        }
+    }
+
+    fn event() -> Record {
+        Record::Event {
+            name: "ready".into(),
+        }
+    }
+
+    /// A version-1 decoder for these tests: `{"gone": KEY}` is a deleted key, the rest fails.
+    fn legacy(msg: &Value) -> Option<Record> {
+        let key = msg.get("gone")?.as_str()?;
+        Some(Record::ParamDeleted { key: key.into() })
+    }
+
+    fn open(dir: &Path) -> Result<Store, Error> {
+        Store::open(dir, legacy)
     }
 
     fn corrupt_files(dir: &Path) -> Vec<PathBuf> {
@@ -521,14 +275,14 @@ mod tests {
     #[test]
     fn round_trip_order_and_modes() {
         let t = TempDir::new();
-        let mut s = Store::open(&t.0).unwrap();
+        let mut s = open(&t.0).unwrap();
         assert!(s.params().is_empty() && s.outbox().is_empty());
         s.set("a", "1", Origin::Guest, false, None).unwrap();
         s.set("b", "2", Origin::Host, true, None).unwrap();
         s.set("c", "3", Origin::Guest, false, None).unwrap();
         s.set("a", "4", Origin::Host, true, None).unwrap();
         assert_eq!(keys(&s), ["b", "c", "a"]);
-        let s2 = Store::open(&t.0).unwrap();
+        let s2 = open(&t.0).unwrap();
         assert_eq!(s2.params(), s.params());
         let a = s2.get("a").unwrap();
         assert_eq!(
@@ -541,39 +295,35 @@ mod tests {
         assert_eq!(mode(&t.0), 0o700);
         assert_eq!(mode(&t.0.join("params")), 0o600);
         let doc: Value = serde_json::from_slice(&fs::read(t.0.join("params")).unwrap()).unwrap();
-        assert_eq!(doc["version"], 1);
+        assert_eq!(doc["version"], 2);
         assert_eq!(doc["params"][0]["origin"], "host");
     }
 
     #[test]
     fn delete_and_delete_all() {
         let t = TempDir::new();
-        let mut s = Store::open(&t.0).unwrap();
+        let mut s = open(&t.0).unwrap();
         for k in ["a", "b", "c"] {
             s.set(k, "v", Origin::Guest, false, None).unwrap();
         }
         assert!(
-            s.delete("b", Some(json!({"__name__": "param-deleted", "key": "b"})))
+            s.delete("b", Some(Record::ParamDeleted { key: "b".into() }))
                 .unwrap()
         );
         assert!(!s.delete("b", None).unwrap());
         assert_eq!(keys(&s), ["a", "c"]);
         assert_eq!(s.outbox().len(), 1);
-        assert_eq!(
-            s.delete_all(Some(json!({"__name__": "params-deleted"})))
-                .unwrap(),
-            2
-        );
-        let s = Store::open(&t.0).unwrap();
+        assert_eq!(s.delete_all(Some(Record::ParamsDeleted)).unwrap(), 2);
+        let s = open(&t.0).unwrap();
         assert!(s.params().is_empty());
         assert_eq!(s.outbox().len(), 2);
-        assert_eq!(s.outbox()[1].msg["__name__"], "params-deleted");
+        assert_eq!(s.outbox()[1].record, Record::ParamsDeleted);
     }
 
     #[test]
     fn key_and_value_limits() {
         let t = TempDir::new();
-        let mut s = Store::open(&t.0).unwrap();
+        let mut s = open(&t.0).unwrap();
         for bad in ["", "a=b", "a\tb", &"k".repeat(256)] {
             assert!(matches!(
                 s.set(bad, "v", Origin::Guest, false, None),
@@ -587,13 +337,14 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.to_string(), "value is longer than 8192 bytes");
         assert_eq!(s.get("k").unwrap().value.len(), 8192);
-        assert!(s.push_outbox(json!("not an object")).is_err());
+        let e = s.push_outbox(Record::ParamDeleted { key: "".into() });
+        assert!(matches!(e, Err(Error::Invalid(_))));
     }
 
     #[test]
     fn params_and_outbox_limits() {
         let t = TempDir::new();
-        let mut s = Store::open(&t.0).unwrap();
+        let mut s = open(&t.0).unwrap();
         // Fill through the data directly: persisting 1024 times would be slow.
         for i in 0..MAX_PARAMS {
             s.data.params.push(Entry {
@@ -605,13 +356,13 @@ mod tests {
             });
         }
         for _ in 1..MAX_OUTBOX {
-            s.data.push(Some(json!({"__name__": "event"}))).unwrap();
+            s.data.push(Some(event())).unwrap();
         }
         let e = s.set("new", "v", Origin::Guest, false, None).unwrap_err();
         assert!(matches!(e, Error::Full(_)), "{e}");
         s.set("k0", "updated", Origin::Guest, false, None).unwrap();
-        s.push_outbox(json!({"__name__": "event"})).unwrap();
-        let e = s.push_outbox(json!({"__name__": "event"})).unwrap_err();
+        s.push_outbox(event()).unwrap();
+        let e = s.push_outbox(event()).unwrap_err();
         assert!(matches!(e, Error::Full(_)), "{e}");
         let e = s.set("k1", "v", Origin::Guest, false, Some(param("k1", "v")));
         assert!(matches!(e, Err(Error::Full(_))));
@@ -620,7 +371,7 @@ mod tests {
             "",
             "a refused set changes nothing"
         );
-        let s = Store::open(&t.0).unwrap();
+        let s = open(&t.0).unwrap();
         assert_eq!(
             (s.params().len(), s.outbox().len()),
             (MAX_PARAMS, MAX_OUTBOX)
@@ -631,7 +382,7 @@ mod tests {
     #[test]
     fn outbox_seq_monotonic_and_delivered_marks_sent() {
         let t = TempDir::new();
-        let mut s = Store::open(&t.0).unwrap();
+        let mut s = open(&t.0).unwrap();
         s.set("a", "1", Origin::Guest, false, Some(param("a", "1")))
             .unwrap();
         s.set("b", "1", Origin::Guest, false, Some(param("b", "1")))
@@ -648,12 +399,12 @@ mod tests {
         );
         s.delivered(&[3]).unwrap();
         assert!(s.outbox().is_empty());
-        let mut s = Store::open(&t.0).unwrap();
+        let mut s = open(&t.0).unwrap();
         assert!(s.get("b").unwrap().sent);
-        assert_eq!(s.push_outbox(json!({"__name__": "event"})).unwrap(), 4);
-        let mut s = Store::open(&t.0).unwrap();
+        assert_eq!(s.push_outbox(event()).unwrap(), 4);
+        let mut s = open(&t.0).unwrap();
         assert_eq!(s.outbox()[0].seq, 4);
-        assert_eq!(s.push_outbox(json!({"__name__": "event"})).unwrap(), 5);
+        assert_eq!(s.push_outbox(event()).unwrap(), 5);
         s.delivered(&[99]).unwrap();
         assert_eq!(s.outbox().len(), 2);
     }
@@ -661,7 +412,7 @@ mod tests {
     #[test]
     fn corrupt_and_truncated_files_are_moved_aside() {
         let t = TempDir::new();
-        let mut s = Store::open(&t.0).unwrap();
+        let mut s = open(&t.0).unwrap();
         s.set("a", "1", Origin::Guest, false, Some(param("a", "1")))
             .unwrap();
         let good = fs::read(t.0.join("params")).unwrap();
@@ -672,7 +423,7 @@ mod tests {
             .enumerate()
         {
             fs::write(t.0.join("params"), bad).unwrap();
-            let s = Store::open(&t.0).unwrap();
+            let s = open(&t.0).unwrap();
             assert!(s.params().is_empty() && s.outbox().is_empty());
             assert!(!t.0.join("params").exists());
             let moved = corrupt_files(&t.0);
@@ -680,16 +431,16 @@ mod tests {
             assert!(moved.iter().any(|p| fs::read(p).unwrap() == *bad));
         }
         // The empty store works and is persisted afresh.
-        let mut s = Store::open(&t.0).unwrap();
+        let mut s = open(&t.0).unwrap();
         s.set("b", "2", Origin::Host, true, None).unwrap();
-        assert_eq!(keys(&Store::open(&t.0).unwrap()), ["b"]);
+        assert_eq!(keys(&open(&t.0).unwrap()), ["b"]);
     }
 
     #[test]
     fn unreadable_file_is_an_error_and_kept() {
         let t = TempDir::new();
         fs::create_dir_all(t.0.join("params")).unwrap();
-        let e = Store::open(&t.0).unwrap_err();
+        let e = open(&t.0).unwrap_err();
         assert!(e.to_string().starts_with("reading "), "{e}");
         assert!(t.0.join("params").is_dir());
         assert!(corrupt_files(&t.0).is_empty());
@@ -698,12 +449,12 @@ mod tests {
     #[test]
     fn leftover_tmp_is_removed() {
         let t = TempDir::new();
-        Store::open(&t.0)
+        open(&t.0)
             .unwrap()
             .set("a", "1", Origin::Guest, false, None)
             .unwrap();
         fs::write(t.0.join("params.tmp"), "half a wri").unwrap();
-        let s = Store::open(&t.0).unwrap();
+        let s = open(&t.0).unwrap();
         assert!(!t.0.join("params.tmp").exists());
         assert_eq!(keys(&s), ["a"]);
     }
@@ -711,7 +462,7 @@ mod tests {
     #[test]
     fn failed_persist_leaves_memory_and_disk_unchanged() {
         let t = TempDir::new();
-        let mut s = Store::open(&t.0).unwrap();
+        let mut s = open(&t.0).unwrap();
         s.set("a", "1", Origin::Guest, false, Some(param("a", "1")))
             .unwrap();
         let (params, outbox) = (s.params().to_vec(), s.outbox().to_vec());
@@ -723,27 +474,104 @@ mod tests {
         assert!(s.set("b", "1", Origin::Guest, false, None).is_err());
         assert!(s.delete("a", None).is_err());
         assert!(s.delete_all(None).is_err());
-        assert!(s.push_outbox(json!({"__name__": "event"})).is_err());
+        assert!(s.push_outbox(event()).is_err());
         assert!(s.delivered(&[1]).is_err());
         assert_eq!((s.params(), s.outbox()), (&params[..], &outbox[..]));
         fs::remove_dir(t.0.join("params.tmp")).unwrap();
-        let s2 = Store::open(&t.0).unwrap();
+        let s2 = open(&t.0).unwrap();
         assert_eq!((s2.params(), s2.outbox()), (&params[..], &outbox[..]));
-        assert_eq!(s.push_outbox(json!({"__name__": "event"})).ok(), Some(2));
+        assert_eq!(s.push_outbox(event()).ok(), Some(2));
     }
 
     #[test]
-    fn lock_is_exclusive() {
+    fn every_record_kind_survives_a_reopen() {
         let t = TempDir::new();
-        let lock = StoreLock::try_lock(&t.0).unwrap().expect("first lock");
-        assert_eq!(fs::metadata(&t.0).unwrap().mode() & 0o777, 0o700);
-        assert_eq!(
-            fs::metadata(t.0.join("lock")).unwrap().mode() & 0o777,
-            0o600
+        let mut s = open(&t.0).unwrap();
+        let kinds = [
+            param("k", "v \"1\"\né"),
+            Record::Param {
+                key: "h".into(),
+                value: String::new(),
+                origin: Origin::Host,
+            },
+            Record::ParamDeleted { key: "k".into() },
+            Record::ParamsDeleted,
+            event(),
+            Record::SessionLock,
+            Record::SessionUnlock,
+        ];
+        for r in &kinds {
+            s.push_outbox(r.clone()).unwrap();
+        }
+        let s = open(&t.0).unwrap();
+        let got: Vec<(u64, &Record)> = s.outbox().iter().map(|p| (p.seq, &p.record)).collect();
+        let want: Vec<(u64, &Record)> = (1..).zip(kinds.iter()).collect();
+        assert_eq!(got, want);
+        assert!(corrupt_files(&t.0).is_empty());
+    }
+
+    #[test]
+    fn version_one_file_is_read_through_the_decoder() {
+        let t = TempDir::new();
+        fs::create_dir_all(&t.0).unwrap();
+        let v1 = r#"{"version":1,"next_seq":5,
+            "params":[{"key":"a","value":"1","origin":"host","time":7,"sent":true}],
+            "outbox":[{"seq":2,"msg":{"gone":"x"}},{"seq":3,"msg":{"unknown":true}},
+                      {"seq":4,"msg":{"gone":"y"}}]}"#;
+        fs::write(t.0.join("params"), v1).unwrap();
+        let mut s = open(&t.0).unwrap();
+        assert!(
+            corrupt_files(&t.0).is_empty(),
+            "a version-1 file is not corrupt"
         );
-        assert!(StoreLock::try_lock(&t.0).unwrap().is_none());
-        drop(lock);
-        assert!(StoreLock::try_lock(&t.0).unwrap().is_some());
+        assert_eq!(keys(&s), ["a"]);
+        assert_eq!(
+            (s.get("a").unwrap().time, s.get("a").unwrap().sent),
+            (7, true)
+        );
+        let pending: Vec<(u64, Option<&str>)> =
+            s.outbox().iter().map(|p| (p.seq, p.record.key())).collect();
+        assert_eq!(
+            pending,
+            [(2, Some("x")), (4, Some("y"))],
+            "seq 3 is dropped"
+        );
+        // Untouched until the next change, which writes version 2 and keeps counting.
+        assert_eq!(fs::read_to_string(t.0.join("params")).unwrap(), v1);
+        assert_eq!(s.push_outbox(event()).unwrap(), 5);
+        let doc: Value = serde_json::from_slice(&fs::read(t.0.join("params")).unwrap()).unwrap();
+        assert_eq!(doc["version"], 2);
+        assert_eq!(
+            doc["outbox"][0],
+            json!({"seq": 2, "kind": "param-deleted", "key": "x"})
+        );
+        let s2 = open(&t.0).unwrap();
+        assert_eq!((s2.params(), s2.outbox()), (s.params(), s.outbox()));
+    }
+
+    #[test]
+    fn forget_pending_drops_param_news_by_key() {
+        let t = TempDir::new();
+        let mut s = open(&t.0).unwrap();
+        for r in [
+            param("a", "1"),
+            Record::ParamDeleted { key: "b".into() },
+            event(),
+            param("b", "2"),
+            Record::ParamsDeleted,
+            param("a", "3"),
+            Record::SessionLock,
+        ] {
+            s.push_outbox(r).unwrap();
+        }
+        let seqs = |s: &Store| s.outbox().iter().map(|p| p.seq).collect::<Vec<_>>();
+        s.forget_pending(Some("a")).unwrap();
+        assert_eq!(seqs(&s), [2, 3, 4, 5, 7]);
+        s.forget_pending(Some("nope")).unwrap();
+        assert_eq!(seqs(&open(&t.0).unwrap()), [2, 3, 4, 5, 7]);
+        s.forget_pending(None).unwrap();
+        assert_eq!(seqs(&s), [3, 5, 7], "events and params-deleted stay");
+        assert_eq!(seqs(&open(&t.0).unwrap()), [3, 5, 7]);
     }
 
     #[test]
