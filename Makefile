@@ -65,8 +65,10 @@ lint: fmt clippy
 fmt:
 	$(CARGO) fmt --check
 
-clippy:
+# Clippy for the host target and for the musl target the release binary is built for.
+clippy: musl-target
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --all-targets --target $(TARGET) -- -D warnings
 
 clean:
 	$(CARGO) clean

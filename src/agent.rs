@@ -21,7 +21,7 @@ use crate::control::ControlServer;
 use crate::kv::keeper::Keeper;
 use crate::link::Link;
 use crate::ovirt;
-use crate::params::{self, Op};
+use crate::kv::ops::{self, Op};
 use crate::services::{LinkId, Services};
 use crate::sys::{self, POLLIN, Signal, SignalFd, TimerFd};
 
@@ -90,7 +90,7 @@ pub fn run(cfg: Config) -> Result<(), Error> {
     let ovirt_link = Link::open(0, &cfg.channel, &cfg.root, Box::new(ovirt::Session::new(0)))
         .map_err(Error::Channel)?;
     let links = vec![ovirt_link];
-    let store = Keeper::open(&cfg.state_dir).map_err(sys_err("opening the store"))?;
+    let store = Keeper::open(&cfg.state_dir, ovirt::kv::legacy_record).map_err(sys_err("opening the store"))?;
     let svc = Services::new(cfg, store);
     // INVARIANT: the store is locked and loaded before the control socket exists, so a
     // command-line call either edits the store itself or reaches an agent that has it.
@@ -279,7 +279,7 @@ fn control_op(store: &mut Keeper, op: Op) -> Value {
         Ok(s) => s,
         Err(e) => return json!({"ok": false, "error": e}),
     };
-    match params::apply(store, &op) {
+    match ops::apply(store, &op) {
         Ok(reply) => reply.response(),
         Err(e) => json!({"ok": false, "error": e.to_string()}),
     }

@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::config::{self, Config};
-use crate::params::Op;
+use crate::kv::ops::Op;
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq)]

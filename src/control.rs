@@ -1,27 +1,31 @@
 // SPDX-License-Identifier: Apache-2.0
 //! The agent's control socket (`/run/guestd.sock`): the command line's way in while the
-//! agent runs. One JSON request per line, one JSON response per line (see `params::Op`).
+//! agent runs. One JSON request per line, one JSON response per line (see `kv::ops::Op`).
 //! Peers are checked with `SO_PEERCRED`: root, the agent's own user, or members of
 //! `--control-group` (by primary group) only.
 
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::channel;
-use crate::params::Op;
-use crate::proto::ovirt::{Frame, LineReader};
+use crate::channel::listen::Listener;
+use crate::kv::ops::Op;
+use crate::proto::line::{Fill, Frame, LineReader};
 use crate::sys::{self, POLLERR, POLLHUP, POLLIN, POLLOUT};
 
 /// Clients served at once; further connections wait in the backlog.
 const MAX_CLIENTS: usize = 8;
-/// Answers kept for a client that sends requests without reading the answers.
-const MAX_PENDING_OUTPUT: usize = 128 * 1024 * 1024;
+/// A client's requests are served only while less than this of its answers waits to be
+/// read; beyond it the agent reads nothing more from that client (its requests stay in the
+/// socket), so one client's memory is bounded by this plus one answer.
+const OUT_HIGH_WATER: usize = 64 * 1024;
 /// Longest request line (a `set` with an 8 KiB value, JSON-escaped, fits easily).
 const MAX_REQUEST: usize = 64 * 1024;
+/// Reads from one client per wake-up, so one busy client cannot hold the loop.
+const READS_PER_WAKEUP: usize = 4;
 
 /// The gid of `name` in an /etc/group text.
 pub fn group_gid(group_file: &str, name: &str) -> Option<u32> {
@@ -37,20 +41,93 @@ struct Client {
     reader: LineReader,
     out: Vec<u8>,
     written: usize,
-    /// Close once `out` is written (peer refused, or the peer finished sending).
-    closing: bool,
+    /// The peer finished sending (or was refused): serve what is buffered, write the
+    /// answers, then close.
+    eof: bool,
+}
+
+impl Client {
+    fn pending(&self) -> usize {
+        self.out.len() - self.written
+    }
+
+    /// Serves buffered requests while the answers waiting are below the high-water mark.
+    fn serve(&mut self, serve: &mut dyn FnMut(Op) -> Value) {
+        while self.pending() < OUT_HIGH_WATER {
+            let response = match self.reader.next_frame() {
+                None => return,
+                Some(Frame::Oversize) => json!({"ok": false, "error": "request too long"}),
+                Some(Frame::Line(l)) => match serde_json::from_slice::<Value>(l) {
+                    Ok(v) => match Op::from_request(&v) {
+                        Ok(op) => serve(op),
+                        Err(e) => json!({"ok": false, "error": e}),
+                    },
+                    Err(e) => json!({"ok": false, "error": format!("invalid request: {e}")}),
+                },
+            };
+            self.out.extend_from_slice(response.to_string().as_bytes());
+            self.out.push(b'\n');
+        }
+    }
+
+    /// Writes what the peer takes; false when the peer is gone.
+    fn flush(&mut self) -> bool {
+        while self.written < self.out.len() {
+            match self.stream.write(&self.out[self.written..]) {
+                Ok(0) => return false,
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        self.out.clear();
+        self.written = 0;
+        true
+    }
+
+    /// Reads, serves and writes as far as the budgets allow; false when the client is done.
+    fn on_ready(&mut self, revents: i16, serve: &mut dyn FnMut(Op) -> Value) -> bool {
+        if revents & (POLLIN | POLLHUP | POLLERR) != 0 && !self.eof {
+            for _ in 0..READS_PER_WAKEUP {
+                self.serve(serve);
+                if self.pending() >= OUT_HIGH_WATER || self.reader.has_input() {
+                    break;
+                }
+                match self.reader.fill_from(&mut self.stream) {
+                    Ok(Fill::Data(_)) => {}
+                    Ok(Fill::WouldBlock) => break,
+                    Ok(Fill::Eof) | Err(_) => {
+                        self.eof = true;
+                        break;
+                    }
+                }
+            }
+        }
+        loop {
+            self.serve(serve);
+            if !self.flush() {
+                return false;
+            }
+            // Stop when the peer is slow (answers left) or nothing is left to serve.
+            if self.pending() > 0 || !self.reader.has_input() {
+                break;
+            }
+        }
+        !(self.eof && self.pending() == 0 && !self.reader.has_input())
+    }
 }
 
 /// The listening control socket and its connected clients.
 pub struct ControlServer {
-    listener: UnixListener,
-    path: PathBuf,
+    listener: Listener,
     gid: Option<u32>,
     clients: Vec<Client>,
 }
 
 impl ControlServer {
-    /// Binds `path` (mode 0600, or 0660 owned by `group` when one is named).
+    /// Binds `path` (mode 0600, or 0660 owned by `group` when one is named); the socket
+    /// appears at `path` ready to accept.
     pub fn bind(path: &Path, group: Option<&str>) -> Result<ControlServer, String> {
         let gid = match group {
             None => None,
@@ -60,16 +137,9 @@ impl ControlServer {
                 Some(group_gid(&text, g).ok_or_else(|| format!("no group '{g}' in /etc/group"))?)
             }
         };
-        let listener = channel::listen(path).map_err(|e| e.to_string())?;
-        if let Some(gid) = gid {
-            use std::os::unix::fs::PermissionsExt;
-            sys::chgrp(path, gid).map_err(|e| format!("chgrp {}: {e}", path.display()))?;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-                .map_err(|e| format!("chmod {}: {e}", path.display()))?;
-        }
+        let listener = Listener::bind(path, gid).map_err(|e| e.to_string())?;
         Ok(ControlServer {
             listener,
-            path: path.to_owned(),
             gid,
             clients: Vec::new(),
         })
@@ -78,68 +148,42 @@ impl ControlServer {
     /// The descriptors to poll and their events.
     pub fn poll_fds(&self, out: &mut Vec<(RawFd, i16)>) {
         if self.clients.len() < MAX_CLIENTS {
-            out.push((self.listener.as_raw_fd(), POLLIN));
+            out.push((self.listener.socket().as_raw_fd(), POLLIN));
         }
         for c in &self.clients {
-            let pending = c.written < c.out.len();
-            // A closing client is only written to: its EOF would keep POLLIN ready forever.
-            let ev = match (c.closing, pending) {
-                (true, _) => POLLOUT,
-                (false, true) => POLLIN | POLLOUT,
-                (false, false) => POLLIN,
-            };
+            let mut ev = 0;
+            // After EOF a client is only written to: its EOF would keep POLLIN ready forever.
+            if !c.eof && c.pending() < OUT_HIGH_WATER && !c.reader.has_input() {
+                ev |= POLLIN;
+            }
+            if c.pending() > 0 {
+                ev |= POLLOUT;
+            }
             out.push((c.stream.as_raw_fd(), ev));
         }
     }
 
     /// Handles readiness of one of our descriptors; `serve` answers each request.
     pub fn on_ready(&mut self, fd: RawFd, revents: i16, serve: &mut dyn FnMut(Op) -> Value) {
-        if fd == self.listener.as_raw_fd() {
+        if fd == self.listener.socket().as_raw_fd() {
             self.accept();
             return;
         }
         let Some(i) = self.clients.iter().position(|c| c.stream.as_raw_fd() == fd) else {
             return;
         };
-        let c = &mut self.clients[i];
-        if revents & (POLLIN | POLLHUP | POLLERR) != 0 && !c.closing {
-            let mut requests = Vec::new();
-            let end = c.reader.read_from(&mut c.stream, |f| match f {
-                Frame::Line(l) => requests.push(serde_json::from_slice::<Value>(l)),
-                Frame::Oversize => requests.push(Ok(json!({"op": "oversize"}))),
-            });
-            for r in requests {
-                let response = match r {
-                    Ok(v) => match Op::from_request(&v) {
-                        Ok(op) => serve(op),
-                        Err(e) => json!({"ok": false, "error": e}),
-                    },
-                    Err(e) => json!({"ok": false, "error": format!("invalid request: {e}")}),
-                };
-                c.out.extend_from_slice(response.to_string().as_bytes());
-                c.out.push(b'\n');
-            }
-            if !matches!(end, Ok(crate::proto::ovirt::ReadEnd::WouldBlock)) {
-                c.closing = true;
-            }
-            if c.out.len() - c.written > MAX_PENDING_OUTPUT {
-                log::warn!("control socket: dropping a client that does not read its answers");
-                self.clients.swap_remove(i);
-                return;
-            }
-        }
-        let done = flush(c);
-        if done || (c.closing && c.written >= c.out.len()) {
+        if !self.clients[i].on_ready(revents, serve) {
             self.clients.swap_remove(i);
         }
     }
 
     fn accept(&mut self) {
         let stream = match self.listener.accept() {
-            Ok((s, _)) => s,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Ok(Some(s)) => s,
+            Ok(None) => return,
             Err(e) => {
-                log::warn!("control socket {}: accept: {e}", self.path.display());
+                let path = self.listener.path().display();
+                log::warn!("control socket {path}: accept: {e}");
                 return;
             }
         };
@@ -148,7 +192,7 @@ impl ControlServer {
             reader: LineReader::new(MAX_REQUEST),
             out: Vec::new(),
             written: 0,
-            closing: false,
+            eof: false,
         };
         let allowed = match sys::peer_cred(client.stream.as_fd()) {
             Ok(c) => c.uid == 0 || c.uid == sys::geteuid() || Some(c.gid) == self.gid,
@@ -159,34 +203,11 @@ impl ControlServer {
                 "control socket: refusing a peer that is neither root nor in the control group"
             );
             client.out = b"{\"ok\":false,\"error\":\"permission denied\"}\n".to_vec();
-            client.closing = true;
+            client.eof = true;
         }
-        if client.stream.set_nonblocking(true).is_ok() {
-            flush(&mut client);
+        if client.flush() && (client.pending() > 0 || !client.eof) {
             self.clients.push(client);
         }
-    }
-}
-
-/// Writes what the client can take; true when the client is gone.
-fn flush(c: &mut Client) -> bool {
-    while c.written < c.out.len() {
-        match c.stream.write(&c.out[c.written..]) {
-            Ok(0) => return true,
-            Ok(n) => c.written += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return true,
-        }
-    }
-    c.out.clear();
-    c.written = 0;
-    false
-}
-
-impl Drop for ControlServer {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
     }
 }
 

@@ -2,16 +2,17 @@
 //! guestd: a guest agent for minimal Linux VMs. The module list is the architecture:
 //!
 //! - `sys`: every libc call and every block the compiler cannot check, behind fd-owning types.
-//! - `facts`: pure parsers and root-relative readers, one module per fact family.
-//! - `proto`: wire framing, message building and the bounded outbound queue, generic over
-//!   `Read`/`Write`.
-//! - `channel`: finding and opening the host channel (virtio-serial, UNIX socket, serial).
-//! - `schedule`: the periodic report deadlines.
-//! - `agent`: the single-threaded poll(2) loop, and the host's actions it carries out.
-//! - `actions`: argument parsing and the pure parts of those actions.
-//! - `kv`, `params`: the crash-safe key-value store and the key-value operations and messages.
+//! - `facts`: protocol-neutral facts about the guest, pure parsers over a root directory.
+//! - `proto`: shared wire plumbing: line framing and the bounded outbound queue.
+//! - `channel`: the host channels (virtio-serial, unix-listen, serial) and their attach state.
+//! - `link`: a channel with its framer, queue and protocol session; the `Session` trait.
+//! - `agent`: the single-threaded poll(2) loop over links and services, dispatch only.
+//! - `services`: what sessions share: config, fact health, store, hook lanes, power.
+//! - `ovirt`: the oVirt guest-agent protocol session, its messages and schedule.
+//! - `power`, `exec`, `hooks`: power and log-off state machines; child processes; hook jobs.
+//! - `actions`: argument parsing and the pure parts of the host's actions.
+//! - `kv`: the crash-safe key-value store, its outbox records and operations.
 //! - `control`, `ops`: the agent's control socket and the one-shot ovmd-style command line.
-//! - `hooks`: the hook runner (fork/exec, timeouts, reaping) shared by agent and command line.
 //! - `cli`, `config`, `logger`, `pidfile`: the command line, the config file, the log
 //!   backends and the pid file.
 
@@ -24,10 +25,12 @@ pub mod control;
 pub mod facts;
 pub mod hooks;
 pub mod kv;
+pub mod link;
 pub mod logger;
 pub mod ops;
-pub mod params;
+pub mod ovirt;
 pub mod pidfile;
+pub mod power;
 pub mod proto;
-pub mod schedule;
+pub mod services;
 pub mod sys;

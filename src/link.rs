@@ -75,21 +75,25 @@ impl Outbound {
         self.queue.len_bytes()
     }
 
-    /// Queues an encoded message, logging what the queue had to drop or refuse. Nothing is
-    /// queued while no host is attached (durable messages come from the store instead).
-    pub fn push(&mut self, name: &'static str, kind: Kind, bytes: Vec<u8>) {
+    /// Queues an encoded message, logging what the queue had to drop or refuse; false when
+    /// it was refused. Nothing is queued while no host is attached (durable messages come
+    /// from the store instead).
+    pub fn push(&mut self, name: &'static str, kind: Kind, bytes: Vec<u8>) -> bool {
         if !self.attached {
             log::debug!("no host attached: not sending {name}");
-            return;
+            return true;
         }
         let len = bytes.len();
         match self.queue.push(name, kind, bytes) {
-            Push::Queued => {}
-            Push::QueuedDropping(dropped) => log::warn!(
+            Push::Queued => true,
+            Push::QueuedDropping(dropped) => {
+                log::warn!(
                 "outbound queue full ({} bytes): dropped unsent {} to queue {name}",
                 self.queue.len_bytes(),
-                dropped.join(", "),
-            ),
+                    dropped.join(", "),
+                );
+                true
+            }
             Push::Rejected => {
                 self.rejected += 1;
                 if self.rejected == 1 {
@@ -99,6 +103,7 @@ impl Outbound {
                         self.queue.len_bytes(),
                     );
                 }
+                false
             }
         }
     }

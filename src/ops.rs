@@ -15,8 +15,9 @@ use crate::config::Config;
 use crate::hooks::{self, Job};
 use crate::kv::store::{Store, StoreLock};
 use crate::kv::{self, Entry};
-use crate::params::{self, Op, Reply};
-use crate::proto::ovirt::{Frame, LineReader};
+use crate::kv::ops::{self, Op, Reply};
+use crate::ovirt::kv::legacy_record;
+use crate::proto::line::{Frame, LineReader};
 
 /// How long the CLI waits for a busy store lock or an agent that is starting.
 const CONNECT_WAIT: Duration = Duration::from_secs(10);
@@ -47,7 +48,7 @@ fn connect(cfg: &Config) -> Result<Backend, String> {
         }
         match StoreLock::try_lock(&cfg.state_dir) {
             Ok(Some(lock)) => {
-                let store = Store::open(&cfg.state_dir, params::legacy_record)
+                let store = Store::open(&cfg.state_dir, legacy_record)
                     .map_err(|e| e.to_string())?;
                 return Ok(Backend::Direct { store, _lock: lock });
             }
@@ -68,7 +69,7 @@ fn connect(cfg: &Config) -> Result<Backend, String> {
 impl Backend {
     fn perform(&mut self, op: &Op) -> Result<Reply, String> {
         match self {
-            Backend::Direct { store, .. } => params::apply(store, op).map_err(|e| e.to_string()),
+            Backend::Direct { store, .. } => ops::apply(store, op).map_err(|e| e.to_string()),
             Backend::Agent { stream, reader } => {
                 let mut line = op.request().to_string().into_bytes();
                 line.push(b'\n');

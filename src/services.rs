@@ -94,6 +94,14 @@ impl Hooks {
         }
     }
 
+    /// Whether `lane` takes another job.
+    pub fn has_room(&self, lane: Lane) -> bool {
+        match lane {
+            Lane::Normal => self.normal.len() < MAX_PENDING_JOBS,
+            Lane::Urgent => self.urgent.len() < MAX_PENDING_JOBS,
+        }
+    }
+
     /// Queues `job` in `lane`; a full lane gives the follow-up back, for the refusal.
     pub fn submit(&mut self, lane: Lane, job: Job, then: Followup) -> Result<(), Followup> {
         self.lane(lane).submit(job, then).map_err(|r| r.then)

@@ -334,7 +334,8 @@ fn lifecycle_hooks_are_killed_within_vdsms_ten_seconds() {
     let t0 = Instant::now();
     s.send(json!({"__name__": "lifecycle-event", "type": "before_hibernation", "reply_id": "x"}));
     let c = s.completion("x", 10 * SEC);
-    assert!(t0.elapsed() < 3 * SEC, "{:?}", t0.elapsed());
+    // The hooks would run 120 s; the event's budget ends them long before.
+    assert!(t0.elapsed() < 8 * SEC, "{:?}", t0.elapsed());
     assert_eq!(c["done"], false);
     assert!(
         c["error"]

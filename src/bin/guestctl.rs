@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use guestd::proto::ovirt::{self, Frame, LineReader};
+use guestd::ovirt::messages as ovirt;
+use guestd::proto::line::{Frame, LineReader};
 use serde_json::{Map, Value, json};
 
 const USAGE: &str = "\
@@ -119,7 +120,7 @@ impl Link {
                 Ok(stream) => {
                     return Ok(Link {
                         stream,
-                        reader: LineReader::default(),
+                        reader: LineReader::new(ovirt::MAX_LINE),
                         pending: Vec::new(),
                     });
                 }

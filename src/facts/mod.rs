@@ -7,12 +7,15 @@
 pub mod apps;
 pub mod cpus;
 pub mod disks;
+pub mod health;
 pub mod hostname;
 pub mod memory;
 pub mod net;
 pub mod osinfo;
 pub mod timezone;
 pub mod users;
+
+pub use health::Health;
 
 use std::fmt;
 use std::io;

@@ -7,7 +7,7 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
-use super::store::{Store, StoreLock};
+use super::{LegacyDecoder, Store, StoreLock};
 use crate::sys;
 
 /// How long the agent waits at start for a command-line call that holds the store lock.
@@ -29,12 +29,12 @@ pub struct Keeper {
 }
 
 impl Keeper {
-    /// Locks and loads the store in `dir`. A store that cannot be used is not fatal: the
+    /// Locks and loads the store in `dir` (`legacy` decodes the outbox of a version-1 store). A store that cannot be used is not fatal: the
     /// protocols work without it, and key-value requests get the reason as their error. Only
     /// a lock another guestd keeps holding is: two agents must not share one store.
     ///
     /// Blocks for up to `LOCK_WAIT` while a command-line call holds the lock.
-    pub fn open(dir: &Path) -> io::Result<Keeper> {
+    pub fn open(dir: &Path, legacy: LegacyDecoder) -> io::Result<Keeper> {
         let deadline = sys::monotonic_now() + LOCK_WAIT;
         let mut k = Keeper::default();
         let lock = loop {
@@ -59,7 +59,7 @@ impl Keeper {
                 }
             }
         };
-        match Store::open(dir, crate::params::legacy_record) {
+        match Store::open(dir, legacy) {
             Ok(s) => {
                 log::info!(
                     "store {}: {} params, {} messages pending for the host",

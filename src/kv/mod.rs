@@ -8,6 +8,7 @@ mod doc;
 mod file;
 pub mod keeper;
 mod lock;
+pub mod ops;
 pub mod store;
 
 pub use doc::LegacyDecoder;

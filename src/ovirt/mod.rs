@@ -117,7 +117,7 @@ impl Session {
     fn answer(out: &mut Outbound, id: Option<&str>, action: &str, result: Result<(), String>) {
         match id {
             Some(id) => {
-                let msg = messages::completion(id, result);
+                let msg = kv::completion(id, result);
                 out.push(msg.name, Kind::Event, msg.encode());
             }
             None => match result {

@@ -418,4 +418,65 @@ mod tests {
         assert!(q.flush_to(&mut Broken).is_err());
         assert_eq!(q.len_bytes(), 10);
     }
+
+    #[test]
+    fn events_are_not_refused_where_reports_would_be_and_stay_bounded() {
+        let mut q = OutQueue::new(100);
+        assert_eq!(q.push("r", Kind::Report, line("r", 90)), Push::Queued);
+        assert!(q.over_high_water());
+        // A reply makes room by dropping reports, as any message does, and is not refused at
+        // the capacity...
+        assert_eq!(q.push("echo", Kind::Event, line("e", 50)), Push::QueuedDropping(vec!["r"]));
+        assert_eq!(q.push("echo", Kind::Event, line("e", 90)), Push::Queued);
+        assert_eq!(q.len_bytes(), 140);
+        // ... only beyond the allowance that backpressure keeps it far from.
+        let big = line("b", EVENT_ALLOWANCE);
+        assert_eq!(q.push("echo", Kind::Event, big), Push::Rejected);
+        let mut w = Choke {
+            out: Vec::new(),
+            budget: 1000,
+        };
+        q.flush_to(&mut w).unwrap();
+        assert_eq!(w.out, [line("e", 50), line("e", 90)].concat());
+        assert!(!q.over_high_water());
+    }
+
+    #[test]
+    fn superseded_reports_leave_no_trace_and_ids_survive_detach() {
+        let mut q = OutQueue::new(1 << 20);
+        for i in 0..100_000 {
+            q.push("fact", Kind::Report, line(&format!("{i}"), 16));
+        }
+        assert_eq!(q.len_bytes(), 16);
+        let mut w = Choke {
+            out: Vec::new(),
+            budget: usize::MAX,
+        };
+        q.flush_to(&mut w).unwrap();
+        assert_eq!(w.out, line("99999", 16));
+        // After a detach the same names queue afresh.
+        q.push("fact", Kind::Report, line("x", 16));
+        assert_eq!(q.detach(), 1);
+        q.push("fact", Kind::Report, line("y", 16));
+        q.push("hb", Kind::Heartbeat, line("h", 16));
+        w.out.clear();
+        q.flush_to(&mut w).unwrap();
+        assert_eq!(w.out, [line("y", 16), line("h", 16)].concat());
+    }
+
+    #[test]
+    fn a_partially_written_head_is_never_dropped() {
+        let mut q = OutQueue::new(30);
+        q.push("r", Kind::Report, line("r", 20));
+        let mut w = Choke {
+            out: Vec::new(),
+            budget: 5,
+        };
+        assert_eq!(q.flush_to(&mut w).unwrap(), Flush::Pending);
+        // A newer report of the same name cannot supersede bytes already on the wire.
+        q.push("r", Kind::Report, line("s", 10));
+        w.budget = 100;
+        q.flush_to(&mut w).unwrap();
+        assert_eq!(w.out, [line("r", 20), line("s", 10)].concat());
+    }
 }

@@ -100,6 +100,10 @@ pub fn poll_now(fd: BorrowedFd<'_>, events: i16) -> io::Result<i16> {
     Ok(fds[0].revents)
 }
 
+/// fcntl(2) `F_SETSIG` (linux/fcntl.h, the same on every architecture); the libc crate does
+/// not export it for every target.
+const F_SETSIG: libc::c_int = 10;
+
 /// Makes the process the owner of `fd` and turns on `O_ASYNC`, so the kernel sends SIGIO when
 /// the file's state changes (fcntl(2) `F_SETOWN`, `F_SETFL`). For a virtio port this fires on
 /// host connect, on data, and on host disconnect. `F_SETSIG` is set to SIGIO itself, so the
@@ -108,7 +112,7 @@ pub fn enable_sigio(fd: BorrowedFd<'_>) -> io::Result<()> {
     let raw = fd.as_raw_fd();
     // SAFETY: F_SETSIG takes an integer argument and touches no memory of ours; the result
     // is checked.
-    cvt(unsafe { libc::fcntl(raw, libc::F_SETSIG, libc::SIGIO) })?;
+    cvt(unsafe { libc::fcntl(raw, F_SETSIG, libc::SIGIO) })?;
     // SAFETY: F_SETOWN takes an integer argument and touches no memory of ours; `raw` is a
     // live descriptor borrowed for the duration of the call; the result is checked.
     cvt(unsafe { libc::fcntl(raw, libc::F_SETOWN, libc::getpid()) })?;

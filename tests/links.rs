@@ -1,0 +1,110 @@
+// SPDX-License-Identifier: Apache-2.0
+//! End-to-end tests of a link's transport behaviour against the real binary: backpressure
+//! instead of dropped replies, and listening sockets that appear only when ready.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use common::{Agent, Dir, copy_tree, fixture};
+
+const SEC: Duration = Duration::from_secs(1);
+
+/// Whether `fd` can be written to now (poll(2) with no wait).
+fn writable(fd: std::os::fd::RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait; the fd is open for the caller's whole call.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n == 1 && p.revents & libc::POLLOUT != 0
+}
+
+/// A host that pipelines far more echoes than the agent's queue holds and does not read
+/// until the agent pushes back (its writes would block) gets every reply, in order: the
+/// agent stops reading while its queue is full instead of dropping replies.
+#[test]
+fn pipelined_echoes_are_all_answered_in_order_when_the_host_reads_late() {
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const N: usize = 3000;
+    let dir = Dir::new("pipeline");
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    copy_tree(&fixture("agent-root"), &root);
+    let root_arg = format!("--root={}", root.display());
+    let agent = Agent::start(dir.path(), &[root_arg.as_str()]);
+    let mut peer = agent.connect();
+    peer.until("fqdn", 5 * SEC);
+    let mut writer = peer.stream.try_clone().unwrap();
+    let (pushed_back, done) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let (pb, dn) = (pushed_back.clone(), done.clone());
+    // About 12 MB of replies, each with 4 KiB of padding: far beyond the 1 MiB queue.
+    let pad = "x".repeat(4096);
+    let sender = std::thread::spawn(move || {
+        for i in 0..N {
+            if !writable(writer.as_raw_fd()) {
+                pb.store(true, Ordering::SeqCst);
+            }
+            let line = format!("{{\"__name__\":\"echo\",\"n\":{i},\"pad\":\"{pad}\"}}\n");
+            writer.write_all(line.as_bytes()).unwrap();
+        }
+        dn.store(true, Ordering::SeqCst);
+    });
+    // Read nothing until the agent pushed back (or, without backpressure, took it all).
+    let deadline = std::time::Instant::now() + 30 * SEC;
+    while !pushed_back.load(Ordering::SeqCst) && !done.load(Ordering::SeqCst) {
+        assert!(std::time::Instant::now() < deadline, "the sender neither ended nor blocked");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(pushed_back.load(Ordering::SeqCst), "the agent took all input without pushing back");
+    let mut reader = BufReader::new(peer.stream.try_clone().unwrap());
+    reader.get_mut().set_read_timeout(Some(60 * SEC)).unwrap();
+    let mut next = 0;
+    let mut line = String::new();
+    while next < N {
+        line.clear();
+        let n = reader.read_line(&mut line).expect("reading replies");
+        assert!(n > 0, "the agent closed the channel after {next} replies");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["__name__"] != "echo" {
+            continue;
+        }
+        assert_eq!(v["n"], next, "replies out of order or missing");
+        next += 1;
+    }
+    sender.join().unwrap();
+    let log = agent.log_text();
+    assert!(!log.contains("dropped"), "{log}");
+}
+
+/// The control socket and a unix-listen channel exist only once they accept, with their
+/// final mode: a client that sees the file can connect at once.
+#[test]
+fn sockets_appear_ready_with_their_mode() {
+    let dir = Dir::new("ready");
+    let agent = Agent::start(dir.path(), &[]);
+    // `Agent::start` returned as soon as the channel socket existed: connect without retry.
+    let _peer = UnixStream::connect(&agent.sock).expect("connect as soon as the file exists");
+    let ctl = dir.path().join("ctl.sock");
+    let deadline = std::time::Instant::now() + 10 * SEC;
+    while !ctl.exists() {
+        assert!(std::time::Instant::now() < deadline, "no control socket");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(std::fs::metadata(&ctl).unwrap().mode() & 0o777, 0o600);
+    UnixStream::connect(&ctl).expect("connect as soon as the file exists");
+    // No temporary names are left behind.
+    let stray: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+}
