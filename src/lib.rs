@@ -11,7 +11,10 @@
 //! - `actions`: argument parsing and the pure parts of those actions.
 //! - `kv`, `params`: the crash-safe key-value store and the key-value operations and messages.
 //! - `control`, `ops`: the agent's control socket and the one-shot ovmd-style command line.
-//! - `hooks`: the hook runner (fork/exec, timeouts, reaping) shared by agent and command line.
+//! - `exec`: one child process (fork/exec, process group, bounded output capture, timeout,
+//!   reaping), driven from a poll loop.
+//! - `hooks`: the hook runner (job queue, follow-ups, logged reports) shared by agent and
+//!   command line.
 //! - `cli`, `config`, `logger`, `pidfile`: the command line, the config file, the log
 //!   backends and the pid file.
 
@@ -21,6 +24,7 @@ pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod exec;
 pub mod facts;
 pub mod hooks;
 pub mod kv;

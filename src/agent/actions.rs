@@ -30,12 +30,10 @@ const LOGOFF_GRACE: Duration = Duration::from_secs(5);
 pub(super) const NORMAL: usize = 0;
 pub(super) const URGENT: usize = 1;
 
-/// A runner and the follow-ups of its jobs, in submission order (a runner finishes jobs in
-/// the order they were submitted).
+/// A runner; each of its jobs carries its own follow-up.
 #[derive(Default)]
 pub(super) struct Lane {
-    pub runner: Runner,
-    pub followups: VecDeque<Followup>,
+    pub runner: Runner<Followup>,
 }
 
 /// What to do when a submitted hook job finishes.
@@ -134,11 +132,24 @@ impl Core {
         }
     }
 
-    /// Queues a hook job in `lane` and what to do when it finishes.
+    /// Queues a hook job in `lane` and what to do when it finishes. A full lane refuses
+    /// it: the follow-up is answered with that error at once.
     pub(super) fn submit(&mut self, lane: usize, job: Job, then: Followup) {
-        if let Some(l) = self.lanes.get_mut(lane) {
-            l.runner.submit(job);
-            l.followups.push_back(then);
+        let Some(l) = self.lanes.get_mut(lane) else {
+            return;
+        };
+        let label = job.label.clone();
+        if let Err(refused) = l.runner.submit(job, then) {
+            log::warn!("{label} hooks refused: {refused}");
+            let why = refused.to_string();
+            match refused.then {
+                Followup::Nothing => {}
+                Followup::Complete {
+                    reply_id, action, ..
+                } => self.reply(reply_id, &action, Err(why)),
+                Followup::Hibernate { reply_id, .. } => self.reply(reply_id, "hibernate", Err(why)),
+                Followup::Power => self.power_done(Err(why)),
+            }
         }
     }
 
@@ -180,12 +191,8 @@ impl Core {
     }
 
     /// A hook job finished: carry on with whatever was waiting for it.
-    pub(super) fn followup(&mut self, lane: usize, label: &str, outcomes: Vec<Outcome>) {
-        let next = self
-            .lanes
-            .get_mut(lane)
-            .and_then(|l| l.followups.pop_front());
-        match next.unwrap_or(Followup::Nothing) {
+    pub(super) fn followup(&mut self, label: &str, then: Followup, outcomes: Vec<Outcome>) {
+        match then {
             Followup::Nothing => {}
             Followup::Complete {
                 reply_id,

@@ -48,8 +48,6 @@ const OUTBOX_WINDOW: usize = 256 * 1024;
 /// Delivered outbox messages are recorded in the store at most this often while a backlog
 /// drains.
 const DELIVERED_BATCH: Duration = Duration::from_secs(1);
-/// Hook jobs (and their follow-ups) waiting at most; a host `set-param` beyond is refused.
-const MAX_PENDING_HOOK_JOBS: usize = 64;
 /// How long the agent waits at start for a command-line call that holds the store lock.
 const STORE_LOCK_WAIT: Duration = Duration::from_secs(5);
 
@@ -719,21 +717,25 @@ impl Core {
         // A follow-up may start a job that ends at once (a program that cannot start):
         // serve those too, or they would wait for the next wake-up.
         loop {
-            let finished: Vec<(usize, String, Vec<hooks::Outcome>)> = (0..self.lanes.len())
-                .flat_map(|i| {
-                    let done = self.lanes[i].runner.take_finished();
-                    done.into_iter().map(move |(label, o)| (i, label, o))
-                })
+            let finished: Vec<hooks::Finished<actions::Followup>> = self
+                .lanes
+                .iter_mut()
+                .flat_map(|l| l.runner.take_finished())
                 .collect();
             if finished.is_empty() {
                 break;
             }
-            for (lane, label, outcomes) in finished {
+            for hooks::Finished {
+                label,
+                then,
+                outcomes,
+            } in finished
+            {
                 let failed = outcomes.iter().filter(|o| !o.ok()).count();
                 if failed > 0 {
                     log::warn!("{label} hooks: {failed} of {} failed", outcomes.len());
                 }
-                self.followup(lane, &label, outcomes);
+                self.followup(&label, then, outcomes);
             }
         }
     }
@@ -940,8 +942,9 @@ impl Core {
         match cmd.name.as_str() {
             "set-param" => {
                 let (key, value) = (arg("key")?, arg("value")?);
-                if self.lanes[actions::NORMAL].followups.len() >= MAX_PENDING_HOOK_JOBS {
-                    return Err("too many hooks are pending; try again later".into());
+                // The runner's own limit, asked before the store changes.
+                if self.lanes[actions::NORMAL].runner.is_full() {
+                    return Err(hooks::REFUSED.into());
                 }
                 store
                     .set(key, value, Origin::Host, true, None)
