@@ -19,9 +19,9 @@ use crate::channel;
 use crate::config::Config;
 use crate::control::ControlServer;
 use crate::kv::keeper::Keeper;
+use crate::kv::ops::{self, Op};
 use crate::link::Link;
 use crate::ovirt;
-use crate::kv::ops::{self, Op};
 use crate::services::{LinkId, Services};
 use crate::sys::{self, POLLIN, Signal, SignalFd, TimerFd};
 
@@ -90,7 +90,8 @@ pub fn run(cfg: Config) -> Result<(), Error> {
     let ovirt_link = Link::open(0, &cfg.channel, &cfg.root, Box::new(ovirt::Session::new(0)))
         .map_err(Error::Channel)?;
     let links = vec![ovirt_link];
-    let store = Keeper::open(&cfg.state_dir, ovirt::kv::legacy_record).map_err(sys_err("opening the store"))?;
+    let store = Keeper::open(&cfg.state_dir, ovirt::kv::legacy_record)
+        .map_err(sys_err("opening the store"))?;
     let svc = Services::new(cfg, store);
     // INVARIANT: the store is locked and loaded before the control socket exists, so a
     // command-line call either edits the store itself or reaches an agent that has it.

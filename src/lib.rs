@@ -9,7 +9,11 @@
 //! - `agent`: the single-threaded poll(2) loop over links and services, dispatch only.
 //! - `services`: what sessions share: config, fact health, store, hook lanes, power.
 //! - `ovirt`: the oVirt guest-agent protocol session, its messages and schedule.
-//! - `power`, `exec`, `hooks`: power and log-off state machines; child processes; hook jobs.
+//! - `power`: the shutdown, reboot and log-off state machines, hibernation, CPU hot-plug.
+//! - `exec`: one child process (fork/exec, process group, bounded output capture, timeout,
+//!   reaping), driven from a poll loop; used by `hooks` and, next, by `guest-exec`.
+//! - `hooks`: the hook runner (job queue, follow-ups, logged reports) shared by agent and
+//!   command line.
 //! - `actions`: argument parsing and the pure parts of the host's actions.
 //! - `kv`: the crash-safe key-value store, its outbox records and operations.
 //! - `control`, `ops`: the agent's control socket and the one-shot ovmd-style command line.
@@ -22,6 +26,7 @@ pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod exec;
 pub mod facts;
 pub mod hooks;
 pub mod kv;

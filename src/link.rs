@@ -88,8 +88,8 @@ impl Outbound {
             Push::Queued => true,
             Push::QueuedDropping(dropped) => {
                 log::warn!(
-                "outbound queue full ({} bytes): dropped unsent {} to queue {name}",
-                self.queue.len_bytes(),
+                    "outbound queue full ({} bytes): dropped unsent {} to queue {name}",
+                    self.queue.len_bytes(),
                     dropped.join(", "),
                 );
                 true

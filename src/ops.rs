@@ -13,9 +13,9 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::hooks::{self, Job};
+use crate::kv::ops::{self, Op, Reply};
 use crate::kv::store::{Store, StoreLock};
 use crate::kv::{self, Entry};
-use crate::kv::ops::{self, Op, Reply};
 use crate::ovirt::kv::legacy_record;
 use crate::proto::line::{Frame, LineReader};
 
@@ -48,8 +48,8 @@ fn connect(cfg: &Config) -> Result<Backend, String> {
         }
         match StoreLock::try_lock(&cfg.state_dir) {
             Ok(Some(lock)) => {
-                let store = Store::open(&cfg.state_dir, legacy_record)
-                    .map_err(|e| e.to_string())?;
+                let store =
+                    Store::open(&cfg.state_dir, legacy_record).map_err(|e| e.to_string())?;
                 return Ok(Backend::Direct { store, _lock: lock });
             }
             Ok(None) => {}

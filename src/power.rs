@@ -94,7 +94,12 @@ impl Power {
     /// SIGHUP to each session leader's group now, SIGKILL after `LOGOFF_GRACE`.
     pub fn log_off(&mut self, to: Requester, root: &Path, n: &mut Vec<Notice>) {
         if self.logoff.is_some() {
-            return done(n, to, "log-off", Err("a log-off is already under way".into()));
+            return done(
+                n,
+                to,
+                "log-off",
+                Err("a log-off is already under way".into()),
+            );
         }
         let sessions = users::read_sessions(root).unwrap_or_default();
         let sessions = users::live_sessions(root, sessions);
@@ -125,7 +130,13 @@ impl Power {
     }
 
     /// Timer work: the end of a grace period, the log-off kill.
-    pub fn on_timer(&mut self, now: Duration, cfg: &Config, hooks: &mut Hooks, n: &mut Vec<Notice>) {
+    pub fn on_timer(
+        &mut self,
+        now: Duration,
+        cfg: &Config,
+        hooks: &mut Hooks,
+        n: &mut Vec<Notice>,
+    ) {
         if let Some(s) = self.shutdown.take_if(|s| s.at <= now) {
             n.push(Notice::ShuttingDown { to: s.to.clone() });
             self.start(s.reboot, s.to, cfg, hooks, n);
@@ -146,7 +157,14 @@ impl Power {
         a.into_iter().chain(b).min()
     }
 
-    fn start(&mut self, reboot: bool, to: Requester, cfg: &Config, hooks: &mut Hooks, n: &mut Vec<Notice>) {
+    fn start(
+        &mut self,
+        reboot: bool,
+        to: Requester,
+        cfg: &Config,
+        hooks: &mut Hooks,
+        n: &mut Vec<Notice>,
+    ) {
         let configured = if reboot {
             cfg.reboot_command.as_deref()
         } else {

@@ -9,15 +9,12 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::facts::Health;
-use crate::hooks::{Job, Outcome, Runner};
+use crate::hooks::{self, Job, Outcome, Runner};
 use crate::kv::keeper::Keeper;
 use crate::power::{self, Power};
 
 /// Index of a link in the agent's list.
 pub type LinkId = usize;
-
-/// Hook jobs waiting or running in one lane at most; a host request beyond is refused.
-pub const MAX_PENDING_JOBS: usize = 64;
 
 /// Who asked for something that ends later: a link and the request's id on that link
 /// (oVirt's `reply_id`, absent when the host wants no answer).
@@ -97,8 +94,8 @@ impl Hooks {
     /// Whether `lane` takes another job.
     pub fn has_room(&self, lane: Lane) -> bool {
         match lane {
-            Lane::Normal => self.normal.len() < MAX_PENDING_JOBS,
-            Lane::Urgent => self.urgent.len() < MAX_PENDING_JOBS,
+            Lane::Normal => !self.normal.is_full(),
+            Lane::Urgent => !self.urgent.is_full(),
         }
     }
 
@@ -177,7 +174,7 @@ impl Services {
     /// refusal instead.
     pub fn submit(&mut self, lane: Lane, job: Job, then: Followup) {
         if let Err(then) = self.hooks.submit(lane, job, then) {
-            let refusal = "too many hooks are pending; try again later".to_owned();
+            let refusal = hooks::REFUSED.to_owned();
             match then {
                 Followup::Complete { to, action, .. } => self.notices.push(Notice::Done {
                     to,
@@ -189,10 +186,12 @@ impl Services {
                     action: "hibernate".into(),
                     result: Err(refusal),
                 }),
-                Followup::Power => {
-                    self.power
-                        .command_done(Err(refusal), &self.cfg, &mut self.hooks, &mut self.notices)
-                }
+                Followup::Power => self.power.command_done(
+                    Err(refusal),
+                    &self.cfg,
+                    &mut self.hooks,
+                    &mut self.notices,
+                ),
                 Followup::Nothing => log::warn!("hook job refused: {refusal}"),
             }
         }

@@ -31,8 +31,8 @@ fn writable(fd: std::os::fd::RawFd) -> bool {
 #[test]
 fn pipelined_echoes_are_all_answered_in_order_when_the_host_reads_late() {
     use std::os::fd::AsRawFd;
-    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
     const N: usize = 3000;
     let dir = Dir::new("pipeline");
     let root = dir.path().join("root");
@@ -43,7 +43,10 @@ fn pipelined_echoes_are_all_answered_in_order_when_the_host_reads_late() {
     let mut peer = agent.connect();
     peer.until("fqdn", 5 * SEC);
     let mut writer = peer.stream.try_clone().unwrap();
-    let (pushed_back, done) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let (pushed_back, done) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
     let (pb, dn) = (pushed_back.clone(), done.clone());
     // About 12 MB of replies, each with 4 KiB of padding: far beyond the 1 MiB queue.
     let pad = "x".repeat(4096);
@@ -60,10 +63,16 @@ fn pipelined_echoes_are_all_answered_in_order_when_the_host_reads_late() {
     // Read nothing until the agent pushed back (or, without backpressure, took it all).
     let deadline = std::time::Instant::now() + 30 * SEC;
     while !pushed_back.load(Ordering::SeqCst) && !done.load(Ordering::SeqCst) {
-        assert!(std::time::Instant::now() < deadline, "the sender neither ended nor blocked");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sender neither ended nor blocked"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(pushed_back.load(Ordering::SeqCst), "the agent took all input without pushing back");
+    assert!(
+        pushed_back.load(Ordering::SeqCst),
+        "the agent took all input without pushing back"
+    );
     let mut reader = BufReader::new(peer.stream.try_clone().unwrap());
     reader.get_mut().set_read_timeout(Some(60 * SEC)).unwrap();
     let mut next = 0;

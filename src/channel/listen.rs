@@ -106,11 +106,7 @@ impl Drop for Listener {
 /// `<dir>/.<name>.<pid>.tmp`: on the same file system, so the rename is atomic.
 fn temp_name(path: &Path) -> PathBuf {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    let tmp = format!(
-        ".{}.{}.tmp",
-        name.unwrap_or_default(),
-        std::process::id()
-    );
+    let tmp = format!(".{}.{}.tmp", name.unwrap_or_default(), std::process::id());
     path.with_file_name(tmp)
 }
 
@@ -127,7 +123,8 @@ fn bind_ready(tmp: &Path, gid: Option<u32>) -> Result<UnixListener, Error> {
     };
     std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(mode))
         .map_err(err("setting permissions of", tmp))?;
-    sock.set_nonblocking(true).map_err(err("listening on", tmp))?;
+    sock.set_nonblocking(true)
+        .map_err(err("listening on", tmp))?;
     Ok(sock)
 }
 
@@ -157,7 +154,10 @@ mod tests {
         assert!(l.accept().unwrap().is_some());
         // A second listener on the same live path is refused.
         let e = Listener::bind(&path, None).unwrap_err();
-        assert!(e.to_string().contains("another process is listening"), "{e}");
+        assert!(
+            e.to_string().contains("another process is listening"),
+            "{e}"
+        );
         drop(l);
         assert!(!path.exists());
         std::fs::remove_dir_all(&d).unwrap();

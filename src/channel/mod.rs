@@ -171,7 +171,9 @@ impl Channel {
             listen_paused: false,
         };
         match spec {
-            ChannelSpec::UnixListen(path) => ch.listener = Some(listen::Listener::bind(path, None)?),
+            ChannelSpec::UnixListen(path) => {
+                ch.listener = Some(listen::Listener::bind(path, None)?)
+            }
             ChannelSpec::VirtioSerial(_) | ChannelSpec::Serial(_) => {
                 if let Err(e) = ch.open_port() {
                     log::error!("{e}");

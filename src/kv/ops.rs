@@ -24,7 +24,9 @@ impl Op {
     /// or control characters, value at most 8192 bytes; hook names are one path component).
     pub fn validate(&self) -> Result<(), String> {
         match self {
-            Op::Set { key, value } => super::check_key(key).and_then(|()| super::check_value(value)),
+            Op::Set { key, value } => {
+                super::check_key(key).and_then(|()| super::check_value(value))
+            }
             Op::Get { key } | Op::Delete { key } => super::check_key(key),
             Op::Event { name } | Op::Script { name } => check_hook_name(name),
             Op::DeleteAll | Op::List => Ok(()),
@@ -292,5 +294,4 @@ mod tests {
             ]
         );
     }
-
 }

@@ -49,7 +49,8 @@ pub(super) fn shutdown(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_>) {
         Ok(req) => {
             let svc = &mut *cx.svc;
             let to = s.requester(cmd);
-            svc.power.shutdown(&req, to, &svc.cfg.root, &mut svc.notices);
+            svc.power
+                .shutdown(&req, to, &svc.cfg.root, &mut svc.notices);
         }
         Err(e) => answer(cmd, "shutdown", Err(e), cx),
     }

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::messages::{Command, Message};
 use super::{Ctx, Session};
-use crate::hooks::Job;
+use crate::hooks::{self, Job};
 use crate::kv::{Entry, Origin, Record};
 use crate::services::{Followup, Lane};
 
@@ -24,7 +24,12 @@ fn arg<'a>(cmd: &'a Command, k: &str) -> Result<&'a str, String> {
 }
 
 /// Runs a key-value command and answers it (`completion` when it has a `reply_id`).
-fn run(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_>, f: fn(&mut Session, &Command, &mut Ctx<'_>) -> Result<(), String>) {
+fn run(
+    s: &mut Session,
+    cmd: &Command,
+    cx: &mut Ctx<'_>,
+    f: fn(&mut Session, &Command, &mut Ctx<'_>) -> Result<(), String>,
+) {
     let result = f(s, cmd, cx);
     Session::answer(cx.out, super::reply_id(cmd).as_deref(), &cmd.name, result);
 }
@@ -34,7 +39,7 @@ pub(super) fn set_param(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_>) {
         let (key, value) = (arg(cmd, "key")?, arg(cmd, "value")?);
         // Refused before anything is stored: the param hooks must run for every value set.
         if !cx.svc.hooks.has_room(Lane::Normal) {
-            return Err("too many hooks are pending; try again later".into());
+            return Err(hooks::REFUSED.into());
         }
         let store = cx.svc.store.store_mut()?;
         store
@@ -108,7 +113,10 @@ impl Session {
             if cx.out.len_bytes() >= OUTBOX_WINDOW {
                 break;
             }
-            if !cx.out.push_durable(p.seq, record_message(&p.record).encode()) {
+            if !cx
+                .out
+                .push_durable(p.seq, record_message(&p.record).encode())
+            {
                 break;
             }
             self.queued_upto = p.seq;
@@ -246,7 +254,7 @@ mod tests {
         let Some(Value::String(name)) = args.remove("__name__") else {
             panic!("no name in {stored}");
         };
-        crate::proto::ovirt::encode(&name, args)
+        crate::ovirt::messages::encode(&name, args)
     }
 
     #[test]

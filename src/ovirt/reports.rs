@@ -187,7 +187,9 @@ impl Session {
 
     fn send_applications(&mut self, cx: &mut Ctx<'_>) {
         let read = apps::read_applications(&cx.svc.cfg.root, &cx.svc.cfg.applications);
-        self.report(cx, "applications", read, |list| messages::applications(list));
+        self.report(cx, "applications", read, |list| {
+            messages::applications(list)
+        });
     }
 
     pub(super) fn send_number_of_cpus(&mut self, cx: &mut Ctx<'_>) {

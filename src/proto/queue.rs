@@ -422,11 +422,14 @@ mod tests {
     #[test]
     fn events_are_not_refused_where_reports_would_be_and_stay_bounded() {
         let mut q = OutQueue::new(100);
-        assert_eq!(q.push("r", Kind::Report, line("r", 90)), Push::Queued);
+        assert_eq!(q.push("r", Kind::Report, line("r", 100)), Push::Queued);
         assert!(q.over_high_water());
         // A reply makes room by dropping reports, as any message does, and is not refused at
         // the capacity...
-        assert_eq!(q.push("echo", Kind::Event, line("e", 50)), Push::QueuedDropping(vec!["r"]));
+        assert_eq!(
+            q.push("echo", Kind::Event, line("e", 50)),
+            Push::QueuedDropping(vec!["r"])
+        );
         assert_eq!(q.push("echo", Kind::Event, line("e", 90)), Push::Queued);
         assert_eq!(q.len_bytes(), 140);
         // ... only beyond the allowance that backpressure keeps it far from.

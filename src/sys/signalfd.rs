@@ -78,14 +78,15 @@ impl SignalFd {
         const INFO: usize = std::mem::size_of::<libc::signalfd_siginfo>();
         let mut out = Vec::new();
         let mut buf = [0u8; INFO * 8];
-        let field = |c: &[u8], at: usize| i32::from_ne_bytes([c[at], c[at + 1], c[at + 2], c[at + 3]]);
+        let field =
+            |c: &[u8], at: usize| i32::from_ne_bytes([c[at], c[at + 1], c[at + 2], c[at + 3]]);
         loop {
             match (&self.0).read(&mut buf) {
                 Ok(0) => return Ok(out),
                 Ok(n) => {
                     for chunk in buf[..n].chunks_exact(INFO) {
                         // signalfd_siginfo: ssi_signo (u32) at 0, ssi_code at 8, ssi_fd at 20.
-                        let signo = field(chunk, 0).cast_unsigned();
+                        let signo = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
                         let (code, fd) = (field(chunk, 8), field(chunk, 20));
                         let sig = Signal::from_number(signo);
                         // POLL_IN (1) to POLL_HUP (6): the kernel filled in si_fd.
