@@ -446,7 +446,7 @@ impl Core {
         }
         let sessions = users::read_sessions(self.root()).unwrap_or_default();
         let sessions = users::live_sessions(self.root(), sessions);
-        let active = users::active_user(&users::logged_in_users(&sessions));
+        let active = ovirt::active_user_name(&users::logged_in_users(&sessions));
         let leaders: Vec<i32> = sessions
             .iter()
             .filter(|s| s.user == active && s.pid > 1)

@@ -9,7 +9,6 @@
 
 mod actions;
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -21,7 +20,9 @@ use serde_json::{Value, json};
 use crate::channel::{self, Channel, ChannelSpec};
 use crate::config::Config;
 use crate::control::ControlServer;
-use crate::facts::{self, apps, cpus, disks, hostname, memory, net, osinfo, timezone, users};
+use crate::facts::{
+    self, Health, apps, cpus, disks, hostname, memory, net, osinfo, timezone, users,
+};
 use crate::hooks::{self, Job};
 use crate::kv::Origin;
 use crate::kv::store::{Store, StoreLock};
@@ -280,7 +281,7 @@ impl Agent {
                     Ok(true) => self.port_opened(),
                     Ok(false) => self.core.retry_at = Some(now + PORT_RETRY),
                     Err(e) => {
-                        self.core.fact_failed("channel", &e);
+                        self.core.health.failed("channel", &e);
                         self.core.retry_at = Some(now + PORT_RETRY);
                     }
                 }
@@ -318,7 +319,7 @@ impl Agent {
     /// The device just opened: a serial line is attached at once, a virtio port when its
     /// host side is connected.
     fn port_opened(&mut self) {
-        self.core.fact_ok("channel");
+        self.core.health.ok("channel");
         if self.channel.is_virtio() {
             self.check_virtio_host();
         } else if self.channel.is_attached() {
@@ -532,9 +533,8 @@ struct Core {
     vmstat_prev: Option<(memory::VmStat, Duration)>,
     users: Option<Vec<String>>,
     active_user: Option<String>,
-    /// Fact sources that failed and were logged at warn level; logged at debug until they
-    /// work again, so a missing file does not flood the log every period.
-    failing: BTreeSet<&'static str>,
+    /// Fact sources that are failing, so a missing file does not flood the log every period.
+    health: Health,
 }
 
 impl Core {
@@ -562,7 +562,7 @@ impl Core {
             vmstat_prev: None,
             users: None,
             active_user: None,
-            failing: BTreeSet::new(),
+            health: Health::new(),
         }
     }
 
@@ -841,21 +841,6 @@ impl Core {
         }
     }
 
-    /// Logs a failing fact source once at warn level, then at debug level.
-    fn fact_failed(&mut self, source: &'static str, e: &dyn fmt::Display) {
-        if self.failing.insert(source) {
-            log::warn!("{source}: {e}");
-        } else {
-            log::debug!("{source}: {e}");
-        }
-    }
-
-    fn fact_ok(&mut self, source: &'static str) {
-        if self.failing.remove(source) {
-            log::info!("{source}: readable again");
-        }
-    }
-
     fn on_frame(&mut self, frame: Frame<'_>) {
         match frame {
             Frame::Oversize => log::warn!(
@@ -1016,23 +1001,23 @@ impl Core {
     fn send_heartbeat(&mut self) {
         let mem = match memory::read_meminfo(self.root()) {
             Ok(m) => {
-                self.fact_ok("meminfo");
+                self.health.ok("meminfo");
                 m
             }
             Err(e) => {
                 // Still a heartbeat: it keeps the agent responsive; free-ram 0 makes VDSM
                 // fall back to balloon statistics.
-                self.fact_failed("meminfo", &e);
+                self.health.failed("meminfo", &e);
                 memory::MemInfo::default()
             }
         };
         let vm = match memory::read_vmstat(self.root()) {
             Ok(v) => {
-                self.fact_ok("vmstat");
+                self.health.ok("vmstat");
                 Some(v)
             }
             Err(e) => {
-                self.fact_failed("vmstat", &e);
+                self.health.failed("vmstat", &e);
                 None
             }
         };
@@ -1063,10 +1048,10 @@ impl Core {
     ) {
         match read {
             Ok(v) => {
-                self.fact_ok(source);
+                self.health.ok(source);
                 self.send(build(&v), Kind::Report);
             }
-            Err(e) => self.fact_failed(source, &e),
+            Err(e) => self.health.failed(source, &e),
         }
     }
 
@@ -1091,15 +1076,17 @@ impl Core {
             return;
         }
         let release = match osinfo::read_os_release(self.root()) {
-            Ok(r) => r,
+            Ok(r) => {
+                self.health.ok("os-release");
+                r
+            }
             Err(e) => {
-                self.fact_failed("os-release", &e);
-                Vec::new()
+                self.health.failed("os-release", &e);
+                osinfo::OsRelease::default()
             }
         };
-        let kernel = hostname::read_os_release_kernel(self.root()).unwrap_or_default();
         let machine = sys::machine().unwrap_or_default();
-        let info = osinfo::os_info(&release, &machine, &kernel);
+        let info = osinfo::read_os_info(self.root(), release, &machine);
         self.send(ovirt::os_info(&info), Kind::Report);
     }
 
@@ -1112,21 +1099,22 @@ impl Core {
     }
 
     fn send_network_interfaces(&mut self) {
-        let names = match net::read_interface_names(self.root()) {
+        let ifaces = match net::read_interfaces(self.root()) {
             Ok(n) => n,
-            Err(e) => return self.fact_failed("network-interfaces", &e),
+            Err(e) => return self.health.failed("network-interfaces", &e),
         };
         let addrs = match sys::interface_addresses() {
             Ok(a) => {
-                self.fact_ok("network-interfaces");
+                self.health.ok("network-interfaces");
                 a
             }
             Err(e) => {
-                self.fact_failed("network-interfaces", &format!("getifaddrs: {e}"));
+                self.health
+                    .failed("network-interfaces", &format!("getifaddrs: {e}"));
                 Vec::new()
             }
         };
-        let list = net::interfaces(names, &addrs, &self.cfg.ignored_nics);
+        let list = net::attach_addresses(ifaces, &addrs, &self.cfg.ignored_nics);
         self.send(ovirt::network_interfaces(&list), Kind::Report);
     }
 
@@ -1138,11 +1126,11 @@ impl Core {
     fn send_number_of_cpus(&mut self) {
         let count = match cpus::read_online_count(self.root()) {
             Ok(n) => {
-                self.fact_ok("number-of-cpus");
+                self.health.ok("number-of-cpus");
                 i64::from(n)
             }
             Err(e) => {
-                self.fact_failed("number-of-cpus", &e);
+                self.health.failed("number-of-cpus", &e);
                 -1
             }
         };
@@ -1150,24 +1138,21 @@ impl Core {
     }
 
     fn send_disks_usage(&mut self) {
-        let mounts = match disks::read_mountinfo(self.root()) {
-            Ok(m) => m,
-            Err(e) => return self.fact_failed("disks-usage", &e),
+        let list = match disks::read_filesystems(self.root(), &self.cfg.ignored_fs) {
+            Ok(l) => l,
+            Err(e) => return self.health.failed("disks-usage", &e),
         };
-        let mounts = disks::mounts_to_measure(mounts, &self.cfg.ignored_fs);
-        // statvfs runs on the real mount points; with a test root there is nothing real
-        // to measure, so the fixture's mount list is measured under the root too.
-        let root = self.cfg.root.clone();
-        let real = |p: &Path| facts::under(&root, &p.to_string_lossy());
-        let list = disks::collect(&mounts, |p| sys::statvfs(&real(p)), |p| real(p).is_file());
-        let mapping = match disks::read_disk_mapping(self.root()) {
-            Ok(m) => m,
+        let mapping = match disks::read_disk_serials(self.root()) {
+            Ok(m) => {
+                self.health.ok("disk mapping");
+                m
+            }
             Err(e) => {
-                self.fact_failed("disk mapping", &e);
+                self.health.failed("disk mapping", &e);
                 Vec::new()
             }
         };
-        self.fact_ok("disks-usage");
+        self.health.ok("disks-usage");
         self.send(ovirt::disks_usage(&list, &mapping), Kind::Report);
     }
 
@@ -1176,10 +1161,10 @@ impl Core {
     fn check_users(&mut self, force: bool) {
         let sessions = match users::read_sessions(self.root()) {
             Ok(s) => {
-                self.fact_ok("users");
+                self.health.ok("users");
                 users::live_sessions(self.root(), s)
             }
-            Err(e) => return self.fact_failed("users", &e),
+            Err(e) => return self.health.failed("users", &e),
         };
         let now = users::logged_in_users(&sessions);
         if let Some(before) = self.users.take() {
@@ -1190,7 +1175,7 @@ impl Core {
                 self.send(Message::bare("session-logoff"), Kind::Event);
             }
         }
-        let active = users::active_user(&now);
+        let active = ovirt::active_user_name(&now);
         if force || self.active_user.as_deref() != Some(active.as_str()) {
             self.send(ovirt::active_user(&active), Kind::Report);
         }

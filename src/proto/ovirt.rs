@@ -6,13 +6,14 @@
 use std::fmt;
 use std::io::{self, Read};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
-use crate::facts::disks::DiskUsage;
-use crate::facts::memory::MemoryStat;
-use crate::facts::net::Interface;
-use crate::facts::osinfo::OsInfo;
-use crate::facts::timezone::TimeZone;
+mod messages;
+
+pub use messages::{
+    Message, active_user, active_user_name, applications, disks_usage, echo, fqdn, heartbeat,
+    host_name, network_interfaces, number_of_cpus, os_info, os_version, timezone,
+};
 
 /// Longest inbound line accepted, without its newline (VDSM uses the same cap, §1.5).
 pub const MAX_LINE: usize = 1024 * 1024;
@@ -236,131 +237,10 @@ pub fn min_api_version(name: &str) -> u32 {
     }
 }
 
-/// A message ready to queue: its name and arguments.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Message {
-    pub name: &'static str,
-    pub args: Map<String, Value>,
-}
-
-impl Message {
-    fn new(name: &'static str, args: Value) -> Message {
-        let args = match args {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        };
-        Message { name, args }
-    }
-
-    /// A message with no arguments, such as `session-startup`.
-    pub fn bare(name: &'static str) -> Message {
-        Message {
-            name,
-            args: Map::new(),
-        }
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        encode(self.name, self.args.clone())
-    }
-}
-
-/// `heartbeat`: free RAM in MiB as a string, the eleven memory-stat fields, and the API version
-/// the agent advertises.
-pub fn heartbeat(free_ram_mib: u64, stat: &MemoryStat, api_version: u32) -> Message {
-    Message::new(
-        "heartbeat",
-        json!({
-            "free-ram": free_ram_mib.to_string(),
-            "memory-stat": {
-                "mem_total": stat.mem_total,
-                "mem_unused": stat.mem_unused,
-                "mem_free": stat.mem_free,
-                "mem_buffers": stat.mem_buffers,
-                "mem_cached": stat.mem_cached,
-                "swap_total": stat.swap_total,
-                "swap_usage": stat.swap_usage,
-                "swap_in": stat.swap_in,
-                "swap_out": stat.swap_out,
-                "pageflt": stat.pageflt,
-                "majflt": stat.majflt,
-            },
-            "apiVersion": api_version,
-        }),
-    )
-}
-
-pub fn host_name(name: &str) -> Message {
-    Message::new("host-name", json!({ "name": name }))
-}
-
-pub fn os_version(version: &str) -> Message {
-    Message::new("os-version", json!({ "version": version }))
-}
-
-pub fn fqdn(fqdn: &str) -> Message {
-    Message::new("fqdn", json!({ "fqdn": fqdn }))
-}
-
-pub fn active_user(name: &str) -> Message {
-    Message::new("active-user", json!({ "name": name }))
-}
-
-pub fn applications(apps: &[String]) -> Message {
-    Message::new("applications", json!({ "applications": apps }))
-}
-
-pub fn number_of_cpus(count: i64) -> Message {
-    Message::new("number-of-cpus", json!({ "count": count }))
-}
-
-pub fn network_interfaces(ifaces: &[Interface]) -> Message {
-    let list: Vec<Value> = ifaces
-        .iter()
-        .map(|i| json!({ "name": i.name, "hw": i.hw, "inet": i.inet, "inet6": i.inet6 }))
-        .collect();
-    Message::new("network-interfaces", json!({ "interfaces": list }))
-}
-
-/// `disks-usage`: the measured file systems and the `{serial: {name: device}}` mapping.
-pub fn disks_usage(disks: &[DiskUsage], mapping: &[(String, String)]) -> Message {
-    let list: Vec<Value> = disks
-        .iter()
-        .map(|d| json!({ "path": d.path, "fs": d.fs, "total": d.total, "used": d.used }))
-        .collect();
-    let mut map = Map::new();
-    for (serial, dev) in mapping {
-        map.insert(serial.clone(), json!({ "name": dev }));
-    }
-    Message::new("disks-usage", json!({ "disks": list, "mapping": map }))
-}
-
-pub fn os_info(info: &OsInfo) -> Message {
-    Message::new(
-        "os-info",
-        json!({
-            "version": info.version,
-            "distribution": info.distribution,
-            "codename": info.codename,
-            "arch": info.arch,
-            "type": "linux",
-            "kernel": info.kernel,
-        }),
-    )
-}
-
-pub fn timezone(tz: &TimeZone) -> Message {
-    Message::new("timezone", json!({ "zone": tz.zone, "offset": tz.offset }))
-}
-
-/// `echo`: the command's own arguments, sent back.
-pub fn echo(args: Map<String, Value>) -> Message {
-    Message { name: "echo", args }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn frames(r: &mut LineReader, data: &[u8]) -> Vec<Option<Vec<u8>>> {
         let mut out = Vec::new();
@@ -519,32 +399,6 @@ mod tests {
             back["bad\u{fffd}key"],
             json!(["a\u{fffd}b", "\u{85}ok\u{fffd}"])
         );
-    }
-
-    #[test]
-    fn heartbeat_has_the_reference_fields_and_types() {
-        let stat = MemoryStat {
-            mem_total: 1000,
-            mem_unused: 100,
-            mem_free: 300,
-            mem_buffers: 50,
-            mem_cached: 150,
-            swap_total: 10,
-            swap_usage: 1,
-            swap_in: 2,
-            swap_out: 3,
-            pageflt: 4,
-            majflt: 5,
-        };
-        let line = heartbeat(2, &stat, 3).encode();
-        let v: Value = serde_json::from_slice(&line).unwrap();
-        assert_eq!(v["__name__"], "heartbeat");
-        assert_eq!(v["free-ram"], "2");
-        assert_eq!(v["apiVersion"], 3);
-        let ms = v["memory-stat"].as_object().unwrap();
-        assert_eq!(ms.len(), 11);
-        assert_eq!(ms["mem_total"], 1000);
-        assert_eq!(ms["majflt"], 5);
     }
 
     #[test]

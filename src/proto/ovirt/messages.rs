@@ -1,0 +1,449 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The oVirt messages guestd sends, built from the protocol-neutral facts: each builder maps
+//! a fact struct to the message's fields exactly as the reference agent names and computes
+//! them (`shared/reference/ovirt-protocol.md` §2).
+
+use serde_json::{Map, Value, json};
+
+use super::encode;
+use crate::facts::disks::{DiskSerial, Filesystem};
+use crate::facts::memory::MemoryStat;
+use crate::facts::net::Interface;
+use crate::facts::osinfo::OsInfo;
+use crate::facts::timezone::TimeZone;
+
+/// A message ready to queue: its name and arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub name: &'static str,
+    pub args: Map<String, Value>,
+}
+
+impl Message {
+    fn new(name: &'static str, args: Value) -> Message {
+        let args = match args {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        Message { name, args }
+    }
+
+    /// A message with no arguments, such as `session-startup`.
+    pub fn bare(name: &'static str) -> Message {
+        Message {
+            name,
+            args: Map::new(),
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self.name, self.args.clone())
+    }
+}
+
+/// `heartbeat`: free RAM in MiB as a string, the eleven memory-stat fields, and the API version
+/// the agent advertises.
+pub fn heartbeat(free_ram_mib: u64, stat: &MemoryStat, api_version: u32) -> Message {
+    Message::new(
+        "heartbeat",
+        json!({
+            "free-ram": free_ram_mib.to_string(),
+            "memory-stat": {
+                "mem_total": stat.mem_total,
+                "mem_unused": stat.mem_unused,
+                "mem_free": stat.mem_free,
+                "mem_buffers": stat.mem_buffers,
+                "mem_cached": stat.mem_cached,
+                "swap_total": stat.swap_total,
+                "swap_usage": stat.swap_usage,
+                "swap_in": stat.swap_in,
+                "swap_out": stat.swap_out,
+                "pageflt": stat.pageflt,
+                "majflt": stat.majflt,
+            },
+            "apiVersion": api_version,
+        }),
+    )
+}
+
+pub fn host_name(name: &str) -> Message {
+    Message::new("host-name", json!({ "name": name }))
+}
+
+pub fn os_version(version: &str) -> Message {
+    Message::new("os-version", json!({ "version": version }))
+}
+
+pub fn fqdn(fqdn: &str) -> Message {
+    Message::new("fqdn", json!({ "fqdn": fqdn }))
+}
+
+pub fn active_user(name: &str) -> Message {
+    Message::new("active-user", json!({ "name": name }))
+}
+
+/// The `active-user` name for the logged-in `users`: the first of them in sort order, or the
+/// literal `"None"` when nobody is logged in.
+pub fn active_user_name(users: &[String]) -> String {
+    users
+        .iter()
+        .min()
+        .cloned()
+        .unwrap_or_else(|| "None".to_string())
+}
+
+pub fn applications(apps: &[String]) -> Message {
+    Message::new("applications", json!({ "applications": apps }))
+}
+
+pub fn number_of_cpus(count: i64) -> Message {
+    Message::new("number-of-cpus", json!({ "count": count }))
+}
+
+/// The MAC the kernel shows for interfaces without a hardware address (loopback, bridges
+/// before their first port, ...); oVirt gets "" for it.
+const ZERO_MAC: &str = "00:00:00:00:00:00";
+
+/// `network-interfaces`: per interface its name, `hw` (the MAC, "" when it has none or it is
+/// all zeros), and its IPv4 (`inet`) and IPv6 (`inet6`) addresses without prefix length, in
+/// getifaddrs order.
+pub fn network_interfaces(ifaces: &[Interface]) -> Message {
+    let list: Vec<Value> = ifaces
+        .iter()
+        .map(|i| {
+            let hw = i.mac.as_deref().filter(|m| *m != ZERO_MAC).unwrap_or("");
+            let of = |v6: bool| -> Vec<String> {
+                i.addresses
+                    .iter()
+                    .filter(|a| a.addr.is_ipv6() == v6)
+                    .map(|a| a.addr.to_string())
+                    .collect()
+            };
+            json!({ "name": i.name, "hw": hw, "inet": of(false), "inet6": of(true) })
+        })
+        .collect();
+    Message::new("network-interfaces", json!({ "interfaces": list }))
+}
+
+/// `disks-usage`: the measured file systems (`path`, `fs`, `total` and `used` bytes) and the
+/// `{serial: {name: device}}` mapping.
+pub fn disks_usage(filesystems: &[Filesystem], serials: &[DiskSerial]) -> Message {
+    let list: Vec<Value> = filesystems
+        .iter()
+        .map(
+            |f| json!({ "path": f.mount_point, "fs": f.fs_type, "total": f.total, "used": f.used }),
+        )
+        .collect();
+    let mut map = Map::new();
+    for d in serials {
+        map.insert(d.serial.clone(), json!({ "name": d.device }));
+    }
+    Message::new("disks-usage", json!({ "disks": list, "mapping": map }))
+}
+
+/// `os-info`, as the reference agent computes it: `distribution` is `NAME` (else `ID`, else
+/// `Linux`); `version` is `VERSION_ID` (else empty); `codename` is `VERSION_CODENAME`, else
+/// the text in parentheses in `VERSION` (`9 (stretch)` gives `stretch`), else empty; `arch` is
+/// the machine with `i386`..`i686` mapped to `x86`; `kernel` is the kernel release; `type`
+/// is always `linux`.
+pub fn os_info(info: &OsInfo) -> Message {
+    let rel = &info.release;
+    let distribution = rel.name.as_deref().or(rel.id.as_deref()).unwrap_or("Linux");
+    let codename = rel
+        .version_codename
+        .as_deref()
+        .or_else(|| rel.version.as_deref().and_then(parenthesized))
+        .unwrap_or("");
+    Message::new(
+        "os-info",
+        json!({
+            "version": rel.version_id.as_deref().unwrap_or(""),
+            "distribution": distribution,
+            "codename": codename,
+            "arch": map_arch(&info.machine),
+            "type": "linux",
+            "kernel": info.kernel_release,
+        }),
+    )
+}
+
+/// Maps `uname -m` to the `os-info` `arch` value: `i386`..`i686` become `x86`, others are kept.
+fn map_arch(machine: &str) -> &str {
+    match machine {
+        "i386" | "i486" | "i586" | "i686" => "x86",
+        other => other,
+    }
+}
+
+/// The trimmed text between the first `(` and the next `)`, if non-empty.
+fn parenthesized(text: &str) -> Option<&str> {
+    let (_, after) = text.split_once('(')?;
+    let (inner, _) = after.split_once(')')?;
+    Some(inner.trim()).filter(|s| !s.is_empty())
+}
+
+pub fn timezone(tz: &TimeZone) -> Message {
+    Message::new("timezone", json!({ "zone": tz.zone, "offset": tz.offset }))
+}
+
+/// `echo`: the command's own arguments, sent back.
+pub fn echo(args: Map<String, Value>) -> Message {
+    Message { name: "echo", args }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::facts::{self, disks, net, osinfo, users};
+    use std::net::IpAddr;
+
+    fn line(msg: &Message) -> String {
+        String::from_utf8(msg.encode()).unwrap()
+    }
+
+    #[test]
+    fn heartbeat_has_the_reference_fields_and_types() {
+        let stat = MemoryStat {
+            mem_total: 1000,
+            mem_unused: 100,
+            mem_free: 300,
+            mem_buffers: 50,
+            mem_cached: 150,
+            swap_total: 10,
+            swap_usage: 1,
+            swap_in: 2,
+            swap_out: 3,
+            pageflt: 4,
+            majflt: 5,
+        };
+        let line = heartbeat(2, &stat, 3).encode();
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["__name__"], "heartbeat");
+        assert_eq!(v["free-ram"], "2");
+        assert_eq!(v["apiVersion"], 3);
+        let ms = v["memory-stat"].as_object().unwrap();
+        assert_eq!(ms.len(), 11);
+        assert_eq!(ms["mem_total"], 1000);
+        assert_eq!(ms["majflt"], 5);
+    }
+
+    fn iface(name: &str, mac: Option<&str>, addrs: &[(&str, u8)]) -> Interface {
+        Interface {
+            name: name.into(),
+            mac: mac.map(str::to_owned),
+            up: true,
+            loopback: false,
+            addresses: addrs
+                .iter()
+                .map(|&(a, prefix)| net::Address {
+                    addr: a.parse::<IpAddr>().unwrap(),
+                    prefix,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn network_interfaces_line_has_addresses_without_prefix() {
+        let ifaces = [
+            iface(
+                "eth0",
+                Some("52:54:00:ab:cd:ef"),
+                &[
+                    ("192.168.122.10", 24),
+                    ("fe80::5054:ff:feab:cdef", 64),
+                    ("10.0.0.5", 8),
+                ],
+            ),
+            iface(
+                "lo",
+                Some("00:00:00:00:00:00"),
+                &[("127.0.0.1", 8), ("::1", 128)],
+            ),
+            iface("wg0", None, &[]),
+        ];
+        assert_eq!(
+            line(&network_interfaces(&ifaces)),
+            concat!(
+                r#"{"__name__":"network-interfaces","interfaces":["#,
+                r#"{"hw":"52:54:00:ab:cd:ef","inet":["192.168.122.10","10.0.0.5"],"#,
+                r#""inet6":["fe80::5054:ff:feab:cdef"],"name":"eth0"},"#,
+                r#"{"hw":"","inet":["127.0.0.1"],"inet6":["::1"],"name":"lo"},"#,
+                r#"{"hw":"","inet":[],"inet6":[],"name":"wg0"}]}"#,
+                "\n"
+            )
+        );
+        assert_eq!(
+            line(&network_interfaces(&[])),
+            "{\"__name__\":\"network-interfaces\",\"interfaces\":[]}\n"
+        );
+    }
+
+    #[test]
+    fn network_interfaces_from_fixture() {
+        let root = facts::fixtures().join("net-basic");
+        let read = net::read_interfaces(&root).unwrap();
+        let list = net::attach_addresses(read, &[], &["lo".to_string()]);
+        let v: Value = serde_json::from_slice(&network_interfaces(&list).encode()).unwrap();
+        let empty: [&str; 0] = [];
+        assert_eq!(
+            v["interfaces"],
+            json!([
+                {"name": "eth0", "hw": "52:54:00:ab:cd:ef", "inet": empty, "inet6": empty},
+                {"name": "tun0", "hw": "", "inet": empty, "inet6": empty},
+                {"name": "wg0", "hw": "", "inet": empty, "inet6": empty},
+            ])
+        );
+    }
+
+    #[test]
+    fn disks_usage_line() {
+        let fs = disks::Filesystem {
+            device: "/dev/vda1".into(),
+            fs_type: "ext4".into(),
+            mount_point: "/".into(),
+            major_minor: Some((252, 1)),
+            total: 4_096_000,
+            used: 2_457_600,
+            available: 1_228_800,
+        };
+        let serial = |serial: &str, device: &str| DiskSerial {
+            serial: serial.into(),
+            device: device.into(),
+        };
+        let msg = disks_usage(
+            &[fs],
+            &[
+                serial("b3a1c2d4", "/dev/vda"),
+                serial("S4EWNX0R123456", "/dev/nvme0n1"),
+            ],
+        );
+        assert_eq!(
+            line(&msg),
+            concat!(
+                r#"{"__name__":"disks-usage","disks":[{"fs":"ext4","path":"/","#,
+                r#""total":4096000,"used":2457600}],"mapping":{"#,
+                r#""S4EWNX0R123456":{"name":"/dev/nvme0n1"},"b3a1c2d4":{"name":"/dev/vda"}}}"#,
+                "\n"
+            )
+        );
+        assert_eq!(
+            line(&disks_usage(&[], &[])),
+            "{\"__name__\":\"disks-usage\",\"disks\":[],\"mapping\":{}}\n"
+        );
+    }
+
+    fn os(pairs: &[(&str, &str)], machine: &str, kernel: &str) -> Message {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        os_info(&OsInfo {
+            release: osinfo::OsRelease::from_pairs(&pairs),
+            kernel_release: kernel.into(),
+            kernel_version: "#1 SMP".into(),
+            machine: machine.into(),
+        })
+    }
+
+    #[test]
+    fn os_info_from_full_release() {
+        let rel = [
+            ("NAME", "Debian GNU/Linux"),
+            ("VERSION_ID", "12"),
+            ("VERSION", "12 (bookworm)"),
+            ("VERSION_CODENAME", "bookworm"),
+            ("ID", "debian"),
+        ];
+        assert_eq!(
+            line(&os(&rel, "x86_64", "6.1.0-18-amd64")),
+            concat!(
+                r#"{"__name__":"os-info","arch":"x86_64","codename":"bookworm","#,
+                r#""distribution":"Debian GNU/Linux","kernel":"6.1.0-18-amd64","#,
+                r#""type":"linux","version":"12"}"#,
+                "\n"
+            )
+        );
+    }
+
+    #[test]
+    fn os_info_fallbacks() {
+        let m = os(
+            &[("ID", "debian"), ("VERSION", "9 (stretch)")],
+            "i686",
+            "4.9.0",
+        );
+        assert_eq!(m.args["distribution"], "debian");
+        assert_eq!(m.args["version"], "");
+        assert_eq!(m.args["codename"], "stretch");
+        assert_eq!(m.args["arch"], "x86");
+
+        let m = os(&[("VERSION", "3.19.1")], "aarch64", "6.6");
+        assert_eq!(m.args["distribution"], "Linux");
+        assert_eq!(m.args["codename"], "");
+        assert_eq!(m.args["arch"], "aarch64");
+
+        // The last assignment wins, and an empty NAME falls back to ID.
+        let rel = [
+            ("VERSION_ID", "1"),
+            ("VERSION_ID", "2"),
+            ("NAME", ""),
+            ("ID", "x"),
+        ];
+        let m = os(&rel, "x86_64", "k");
+        assert_eq!(
+            (&m.args["version"], &m.args["distribution"]),
+            (&json!("2"), &json!("x"))
+        );
+    }
+
+    #[test]
+    fn maps_arch() {
+        for m in ["i386", "i486", "i586", "i686"] {
+            assert_eq!(map_arch(m), "x86");
+        }
+        assert_eq!(map_arch("x86_64"), "x86_64");
+        assert_eq!(map_arch("ppc64le"), "ppc64le");
+    }
+
+    #[test]
+    fn os_info_from_fixtures() {
+        let read = |name: &str| {
+            let root = facts::fixtures().join(name);
+            let rel = osinfo::read_os_release(&root).unwrap();
+            os_info(&osinfo::read_os_info(&root, rel, "x86_64")).args
+        };
+        let debian = read("os-debian");
+        assert_eq!(debian["distribution"], "Debian GNU/Linux");
+        assert_eq!(debian["version"], "12");
+        assert_eq!(debian["codename"], "bookworm");
+        assert_eq!(debian["kernel"], "6.1.0-18-amd64");
+        let alpine = read("os-usrlib");
+        assert_eq!(alpine["distribution"], "Alpine Linux");
+        assert_eq!(alpine["version"], "3.19.1");
+        assert_eq!(alpine["codename"], "");
+        let rocky = read("os-symlink");
+        assert_eq!(rocky["distribution"], "Rocky Linux");
+        assert_eq!(rocky["version"], "9.3");
+        assert_eq!(rocky["codename"], "Blue Onyx");
+        let none = read("os-missing");
+        assert_eq!(none["distribution"], "Linux");
+        assert_eq!(
+            (&none["version"], &none["kernel"]),
+            (&json!(""), &json!(""))
+        );
+    }
+
+    #[test]
+    fn active_user_is_the_first_sorted_or_none() {
+        let users = ["alice".to_string(), "root".to_string()];
+        assert_eq!(active_user_name(&users), "alice");
+        assert_eq!(active_user_name(&[]), "None");
+        let names = |fixture: &str| {
+            let root = facts::fixtures().join(fixture);
+            users::logged_in_users(&users::read_sessions(&root).unwrap())
+        };
+        assert_eq!(active_user_name(&names("users-two")), "alice");
+        assert_eq!(active_user_name(&names("users-empty")), "None");
+    }
+}
