@@ -103,7 +103,12 @@ impl Power {
         }
         let sessions = users::read_sessions(root).unwrap_or_default();
         let sessions = users::live_sessions(root, sessions);
-        let active = users::active_user(&users::logged_in_users(&sessions));
+        // The active user: the first logged-in user in sort order.
+        let logged_in = users::logged_in_users(&sessions);
+        let Some(active) = logged_in.iter().min().cloned() else {
+            log::info!("log-off: nothing to do (no user session)");
+            return done(n, to, "log-off", Err("no user session to end".into()));
+        };
         let leaders: Vec<i32> = sessions
             .iter()
             .filter(|s| s.user == active && s.pid > 1)

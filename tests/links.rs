@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
@@ -13,26 +13,11 @@ use common::{Agent, Dir, copy_tree, fixture};
 
 const SEC: Duration = Duration::from_secs(1);
 
-/// Whether `fd` can be written to now (poll(2) with no wait).
-fn writable(fd: std::os::fd::RawFd) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, no wait; the fd is open for the caller's whole call.
-    let n = unsafe { libc::poll(&mut p, 1, 0) };
-    n == 1 && p.revents & libc::POLLOUT != 0
-}
-
 /// A host that pipelines far more echoes than the agent's queue holds and does not read
 /// until the agent pushes back (its writes would block) gets every reply, in order: the
 /// agent stops reading while its queue is full instead of dropping replies.
 #[test]
 fn pipelined_echoes_are_all_answered_in_order_when_the_host_reads_late() {
-    use std::os::fd::AsRawFd;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
     const N: usize = 3000;
     let dir = Dir::new("pipeline");
     let root = dir.path().join("root");
@@ -42,35 +27,15 @@ fn pipelined_echoes_are_all_answered_in_order_when_the_host_reads_late() {
     let agent = Agent::start(dir.path(), &[root_arg.as_str()]);
     let mut peer = agent.connect();
     peer.until("fqdn", 5 * SEC);
-    let mut writer = peer.stream.try_clone().unwrap();
-    let (pushed_back, done) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicBool::new(false)),
-    );
-    let (pb, dn) = (pushed_back.clone(), done.clone());
     // About 12 MB of replies, each with 4 KiB of padding: far beyond the 1 MiB queue.
     let pad = "x".repeat(4096);
-    let sender = std::thread::spawn(move || {
-        for i in 0..N {
-            if !writable(writer.as_raw_fd()) {
-                pb.store(true, Ordering::SeqCst);
-            }
-            let line = format!("{{\"__name__\":\"echo\",\"n\":{i},\"pad\":\"{pad}\"}}\n");
-            writer.write_all(line.as_bytes()).unwrap();
-        }
-        dn.store(true, Ordering::SeqCst);
-    });
+    let lines = (0..N)
+        .map(|i| format!("{{\"__name__\":\"echo\",\"n\":{i},\"pad\":\"{pad}\"}}\n"))
+        .collect();
+    let (sender, pushed_back) = common::send_in_background(peer.stream.try_clone().unwrap(), lines);
     // Read nothing until the agent pushed back (or, without backpressure, took it all).
-    let deadline = std::time::Instant::now() + 30 * SEC;
-    while !pushed_back.load(Ordering::SeqCst) && !done.load(Ordering::SeqCst) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the sender neither ended nor blocked"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
     assert!(
-        pushed_back.load(Ordering::SeqCst),
+        common::wait_flag(&pushed_back, &sender, 30 * SEC),
         "the agent took all input without pushing back"
     );
     let mut reader = BufReader::new(peer.stream.try_clone().unwrap());

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use guestd::ovirt::messages as ovirt;
+use guestd::ovirt::wire as ovirt;
 use guestd::proto::line::{Frame, LineReader};
 use serde_json::{Map, Value, json};
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-//! Installed applications (oVirt `applications`), read straight from the dpkg, apk and opkg
+//! Installed applications (`name-version` strings), read straight from the dpkg, apk and opkg
 //! package databases, without running a package manager.
 
 use std::path::Path;

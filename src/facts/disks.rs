@@ -1,24 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
-//! Disk usage (oVirt `disks-usage`): mounts from `proc/self/mountinfo`, sizes from statvfs(3)
-//! (made by the caller), and the disk serial to device mapping from `sys/block`.
+//! File systems and disks: the local mounts worth measuring, their sizes from statvfs(3) on
+//! the mount point under the root, and the disk serial to device mapping from `sys/block`.
 
-use std::collections::HashSet;
 use std::io;
 use std::path::Path;
 
-use super::{Error, read_text, read_text_opt, under};
-use crate::sys::FsStats;
-
-/// One mounted file system.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mount {
-    /// Where it is mounted, with octal escapes decoded.
-    pub mount_point: String,
-    /// File-system type, e.g. `ext4` or `fuse.sshfs`.
-    pub fs_type: String,
-    /// Mount source (device or server path), with octal escapes decoded.
-    pub source: String,
-}
+use super::mounts::{Mount, read_mountinfo};
+use super::{Error, read_text_opt, under};
+use crate::sys::{self, FsStats};
 
 /// Network and cluster file systems. They are never statvfs-ed: a dead server would hang the
 /// agent.
@@ -43,8 +32,9 @@ pub const NETWORK_FS: &[&str] = &[
     "ocfs2",
 ];
 
-/// The oVirt agent's default `ignored_fs`, plus pseudo and read-only image file systems it
-/// predates (`bpf`, `efivarfs`, `nsfs`, `ramfs`, `squashfs`).
+/// The file-system types not measured by default: the reference guest agent's `ignored_fs`
+/// list, plus pseudo and read-only image file systems it predates (`bpf`, `efivarfs`, `nsfs`,
+/// `ramfs`, `squashfs`).
 pub const DEFAULT_IGNORED_FS: &[&str] = &[
     "autofs",
     "binfmt_misc",
@@ -78,80 +68,33 @@ pub const DEFAULT_IGNORED_FS: &[&str] = &[
     "squashfs",
 ];
 
-/// One entry of the `disks-usage` message.
+/// One measured file system.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DiskUsage {
-    /// Mount point.
-    pub path: String,
-    /// File-system type.
-    pub fs: String,
-    /// Size in bytes.
+pub struct Filesystem {
+    /// Mount source (device or server path).
+    pub device: String,
+    /// File-system type, e.g. `ext4`.
+    pub fs_type: String,
+    /// Where it is mounted.
+    pub mount_point: String,
+    /// The `major:minor` of the mounted device, as in `Mount`.
+    pub major_minor: Option<(u32, u32)>,
+    /// Size in bytes: `f_frsize * f_blocks`.
     pub total: u64,
-    /// Bytes in use (total minus free, including the blocks reserved for root).
+    /// Bytes in use: `total - f_frsize * f_bfree` (the blocks reserved for root count as
+    /// free).
     pub used: u64,
+    /// Bytes free for unprivileged users: `f_frsize * f_bavail`.
+    pub available: u64,
 }
 
-/// The mounts of a `/proc/self/mountinfo` text, e.g.
-/// `36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue`.
-/// Malformed lines are skipped. When a mount point appears more than once only the last entry
-/// is kept, since it is mounted over the earlier ones.
-pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
-    let mounts: Vec<Mount> = text.lines().filter_map(parse_mountinfo_line).collect();
-    let mut seen = HashSet::new();
-    let mut last: Vec<Mount> = mounts
-        .into_iter()
-        .rev()
-        .filter(|m| seen.insert(m.mount_point.clone()))
-        .collect();
-    last.reverse();
-    last
-}
-
-fn parse_mountinfo_line(line: &str) -> Option<Mount> {
-    let fields: Vec<&str> = line.split(' ').collect();
-    // Six fixed fields, then optional fields up to the "-" separator.
-    let sep = fields.iter().skip(6).position(|&f| f == "-")? + 6;
-    let mount_point = fields.get(4)?;
-    let fs_type = fields.get(sep + 1)?;
-    let source = fields.get(sep + 2)?;
-    if mount_point.is_empty() || fs_type.is_empty() {
-        return None;
-    }
-    Some(Mount {
-        mount_point: unescape(mount_point),
-        fs_type: unescape(fs_type),
-        source: unescape(source),
-    })
-}
-
-/// Decodes the kernel's octal escapes (`\040` space, `\011` tab, `\012` newline, `\134`
-/// backslash, ...). A backslash not followed by three octal digits is kept as is.
-fn unescape(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'\\' {
-            if let Some(v) = bytes.get(i + 1..i + 4).and_then(octal_byte) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Three octal digits as a byte, if they are octal digits and fit.
-fn octal_byte(digits: &[u8]) -> Option<u8> {
-    let value = digits.iter().try_fold(0u32, |acc, &d| {
-        (b'0'..=b'7')
-            .contains(&d)
-            .then(|| acc * 8 + u32::from(d - b'0'))
-    })?;
-    u8::try_from(value).ok()
+/// A block device that reports a serial number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskSerial {
+    /// The serial, trimmed, e.g. the `serial=` a virtio-blk disk was given by the host.
+    pub serial: String,
+    /// The device node, e.g. `/dev/vda`.
+    pub device: String,
 }
 
 /// The mounts worth measuring: those whose type is neither in `ignored` nor a network file
@@ -181,25 +124,28 @@ pub fn usage(frsize: u64, blocks: u64, bfree: u64) -> (u64, u64) {
     (total, total.saturating_sub(frsize.saturating_mul(bfree)))
 }
 
-/// The usage entry of mount `m` given its statvfs result.
-pub fn disk_usage(m: &Mount, st: &FsStats) -> DiskUsage {
+/// Mount `m` measured by its statvfs result `st`.
+pub fn filesystem(m: &Mount, st: &FsStats) -> Filesystem {
     let (total, used) = usage(st.frsize, st.blocks, st.bfree);
-    DiskUsage {
-        path: m.mount_point.clone(),
-        fs: m.fs_type.clone(),
+    Filesystem {
+        device: m.source.clone(),
+        fs_type: m.fs_type.clone(),
+        mount_point: m.mount_point.clone(),
+        major_minor: m.major_minor,
         total,
         used,
+        available: st.frsize.saturating_mul(st.bavail),
     }
 }
 
 /// Measures `mounts` with `stat` (statvfs in production). Mount points that are regular files
 /// (bind-mounted files), mounts whose `stat` fails, and empty file systems (total and used both
-/// 0) are left out.
+/// 0) are left out. Both closures get the mount point as listed in the mount table.
 pub fn collect(
     mounts: &[Mount],
     mut stat: impl FnMut(&Path) -> io::Result<FsStats>,
     is_regular_file: impl Fn(&Path) -> bool,
-) -> Vec<DiskUsage> {
+) -> Vec<Filesystem> {
     let mut out = Vec::new();
     for m in mounts {
         let path = Path::new(&m.mount_point);
@@ -208,7 +154,7 @@ pub fn collect(
         }
         match stat(path) {
             Ok(st) => {
-                let u = disk_usage(m, &st);
+                let u = filesystem(m, &st);
                 if u.total != 0 || u.used != 0 {
                     out.push(u);
                 }
@@ -219,16 +165,26 @@ pub fn collect(
     out
 }
 
-/// The mounts in `proc/self/mountinfo` under `root`.
-pub fn read_mountinfo(root: &Path) -> Result<Vec<Mount>, Error> {
-    Ok(parse_mountinfo(&read_text(root, "proc/self/mountinfo")?))
+/// The local file systems mounted under `root`, measured: the mounts of
+/// `proc/self/mountinfo` worth measuring (see `mounts_to_measure`; types in `ignored` are
+/// left out), each statvfs-ed at its mount point joined onto `root` (so a fixture tree is
+/// measured under itself), as `collect` does. Failing statvfs calls are logged at debug level
+/// and left out; only an unreadable mount table is an error.
+pub fn read_filesystems(root: &Path, ignored: &[String]) -> Result<Vec<Filesystem>, Error> {
+    let mounts = mounts_to_measure(read_mountinfo(root)?, ignored);
+    let real = |p: &Path| under(root, &p.to_string_lossy());
+    Ok(collect(
+        &mounts,
+        |p| sys::statvfs(&real(p)),
+        |p| real(p).is_file(),
+    ))
 }
 
-/// (serial, `/dev/<name>`) for every block device under `sys/block` that reports a serial in
-/// `serial` (virtio-blk) or `device/serial` (NVMe, some SCSI), sorted by device name. A `!`
-/// in the kernel name stands for `/` in the device path. A missing `sys/block` gives an empty
-/// list.
-pub fn read_disk_mapping(root: &Path) -> Result<Vec<(String, String)>, Error> {
+/// Every block device under `sys/block` that reports a serial in `serial` (virtio-blk) or
+/// `device/serial` (NVMe, some SCSI), with its `/dev/<name>` node, sorted by device name. A
+/// `!` in the kernel name stands for `/` in the device path. A missing `sys/block` gives an
+/// empty list.
+pub fn read_disk_serials(root: &Path) -> Result<Vec<DiskSerial>, Error> {
     let dir = under(root, "sys/block");
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
@@ -248,7 +204,10 @@ pub fn read_disk_mapping(root: &Path) -> Result<Vec<(String, String)>, Error> {
         .into_iter()
         .filter_map(|name| {
             let serial = read_serial(root, &name)?;
-            Some((serial, format!("/dev/{}", name.replace('!', "/"))))
+            Some(DiskSerial {
+                serial,
+                device: format!("/dev/{}", name.replace('!', "/")),
+            })
         })
         .collect())
 }
@@ -277,6 +236,7 @@ mod fuse_tests {
             mount_point: format!("/m/{t}"),
             fs_type: t.into(),
             source: "x".into(),
+            major_minor: None,
         };
         let kept = mounts_to_measure(
             vec![m("fuse"), m("fuse.rclone"), m("fuseblk"), m("ext4")],
@@ -291,70 +251,36 @@ mod fuse_tests {
 mod tests {
     use super::*;
     use crate::facts::fixtures;
+    use crate::facts::mounts::read_mountinfo;
 
     fn mount(mount_point: &str, fs_type: &str, source: &str) -> Mount {
         Mount {
             mount_point: mount_point.into(),
             fs_type: fs_type.into(),
             source: source.into(),
+            major_minor: None,
+        }
+    }
+
+    /// `mount` with the device number of a parsed mountinfo line.
+    fn on(major: u32, minor: u32, m: Mount) -> Mount {
+        Mount {
+            major_minor: Some((major, minor)),
+            ..m
+        }
+    }
+
+    fn stats(frsize: u64, blocks: u64, bfree: u64, bavail: u64) -> FsStats {
+        FsStats {
+            frsize,
+            blocks,
+            bfree,
+            bavail,
         }
     }
 
     fn strings(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn mountinfo_kernel_example_and_optional_fields() {
-        let text = "\
-36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue
-22 1 252:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw
-23 22 0:21 / /proc rw,nosuid - proc proc rw
-24 22 0:30 / /srv rw shared:5 master:2 propagate_from:1 unbindable - xfs /dev/vdb rw
-";
-        assert_eq!(
-            parse_mountinfo(text),
-            vec![
-                mount("/mnt2", "ext3", "/dev/root"),
-                mount("/", "ext4", "/dev/vda1"),
-                mount("/proc", "proc", "proc"),
-                mount("/srv", "xfs", "/dev/vdb"),
-            ]
-        );
-    }
-
-    #[test]
-    fn mountinfo_decodes_escapes() {
-        let text = r"40 22 0:40 / /mnt/my\040disk\011tab\012nl\134bs rw - vfat /dev/sd\040b1 rw
-41 22 0:41 / /mnt/odd\9\0401\777 rw - ext4 /dev/sdc rw
-";
-        assert_eq!(
-            parse_mountinfo(text),
-            vec![
-                mount("/mnt/my disk\ttab\nnl\\bs", "vfat", "/dev/sd b1"),
-                mount("/mnt/odd\\9 1\\777", "ext4", "/dev/sdc"),
-            ]
-        );
-    }
-
-    #[test]
-    fn mountinfo_skips_malformed_and_keeps_last_duplicate() {
-        let text = "\
-garbage
-1 2 3 4 5 6 7 8
-25 22 0:5 / /data rw - ext4 /dev/vdb rw
-26 22 0:6 / /other rw -
-27 22 0:7 / /data rw - xfs /dev/vdc rw
-
-28 22 0:8 / /tmp rw - tmpfs tmpfs rw
-";
-        assert_eq!(
-            parse_mountinfo(text),
-            vec![
-                mount("/data", "xfs", "/dev/vdc"),
-                mount("/tmp", "tmpfs", "tmpfs")
-            ]
-        );
     }
 
     #[test]
@@ -387,6 +313,30 @@ garbage
     }
 
     #[test]
+    fn filesystem_totals_count_fragments() {
+        // f_frsize is the unit of the block counts (f_bsize, the preferred I/O size, may be
+        // larger and is not used).
+        let m = on(252, 2, mount("/", "ext4", "/dev/vda2"));
+        assert_eq!(
+            filesystem(&m, &stats(1024, 1000, 400, 350)),
+            Filesystem {
+                device: "/dev/vda2".into(),
+                fs_type: "ext4".into(),
+                mount_point: "/".into(),
+                major_minor: Some((252, 2)),
+                total: 1_024_000,
+                used: 614_400,
+                available: 358_400,
+            }
+        );
+        let full = filesystem(&m, &stats(u64::MAX, 3, 1, 2));
+        assert_eq!(
+            (full.total, full.used, full.available),
+            (u64::MAX, 0, u64::MAX)
+        );
+    }
+
+    #[test]
     fn collect_skips_files_failures_and_empty() {
         let mounts = vec![
             mount("/", "ext4", "/dev/vda1"),
@@ -401,21 +351,9 @@ garbage
             |p| {
                 calls.push(p.to_path_buf());
                 match p.to_str() {
-                    Some("/") => Ok(FsStats {
-                        frsize: 4096,
-                        blocks: 1000,
-                        bfree: 400,
-                    }),
-                    Some("/data") => Ok(FsStats {
-                        frsize: 1024,
-                        blocks: 10,
-                        bfree: 10,
-                    }),
-                    Some("/empty") => Ok(FsStats {
-                        frsize: 4096,
-                        blocks: 0,
-                        bfree: 0,
-                    }),
+                    Some("/") => Ok(stats(4096, 1000, 400, 300)),
+                    Some("/data") => Ok(stats(1024, 10, 10, 10)),
+                    Some("/empty") => Ok(stats(4096, 0, 0, 0)),
                     _ => Err(io::Error::from(io::ErrorKind::NotConnected)),
                 }
             },
@@ -424,17 +362,23 @@ garbage
         assert_eq!(
             got,
             vec![
-                DiskUsage {
-                    path: "/".into(),
-                    fs: "ext4".into(),
+                Filesystem {
+                    device: "/dev/vda1".into(),
+                    fs_type: "ext4".into(),
+                    mount_point: "/".into(),
+                    major_minor: None,
                     total: 4_096_000,
                     used: 2_457_600,
+                    available: 1_228_800,
                 },
-                DiskUsage {
-                    path: "/data".into(),
-                    fs: "xfs".into(),
+                Filesystem {
+                    device: "/dev/vdc".into(),
+                    fs_type: "xfs".into(),
+                    mount_point: "/data".into(),
+                    major_minor: None,
                     total: 10_240,
                     used: 0,
+                    available: 10_240,
                 },
             ]
         );
@@ -458,7 +402,7 @@ garbage
                 "/srv/nfs"
             ]
         );
-        assert_eq!(mounts[3], mount("/", "ext4", "/dev/vda2"));
+        assert_eq!(mounts[3], on(252, 2, mount("/", "ext4", "/dev/vda2")));
         let ignored = strings(DEFAULT_IGNORED_FS);
         let measured = mounts_to_measure(mounts, &ignored);
         let points: Vec<&str> = measured.iter().map(|m| m.mount_point.as_str()).collect();
@@ -466,28 +410,51 @@ garbage
     }
 
     #[test]
-    fn read_mountinfo_missing_is_an_error() {
-        let err = read_mountinfo(&fixtures().join("no-such-root")).unwrap_err();
+    fn read_filesystems_measures_under_the_root() {
+        // Only "/" exists under the fixture root (as the fixture directory itself); the
+        // other local mount points are missing there, so their statvfs fails.
+        let root = fixtures().join("disks-basic");
+        let got = read_filesystems(&root, &strings(DEFAULT_IGNORED_FS)).unwrap();
+        let [fs] = got.as_slice() else {
+            panic!("one file system expected: {got:?}");
+        };
+        assert_eq!(
+            (
+                fs.device.as_str(),
+                fs.fs_type.as_str(),
+                fs.mount_point.as_str()
+            ),
+            ("/dev/vda2", "ext4", "/")
+        );
+        assert_eq!(fs.major_minor, Some((252, 2)));
+        let st = sys::statvfs(&root).unwrap();
+        assert_eq!(fs.total, st.frsize * st.blocks);
+        assert!(fs.used <= fs.total && fs.available <= fs.total);
+        let err = read_filesystems(&fixtures().join("no-such-root"), &[]).unwrap_err();
         assert!(err.is_not_found(), "{err}");
     }
 
     #[test]
-    fn read_disk_mapping_fixture() {
-        let got = read_disk_mapping(&fixtures().join("disks-basic")).unwrap();
+    fn read_disk_serials_fixture() {
+        let got = read_disk_serials(&fixtures().join("disks-basic")).unwrap();
+        let disk = |serial: &str, device: &str| DiskSerial {
+            serial: serial.into(),
+            device: device.into(),
+        };
         assert_eq!(
             got,
             vec![
-                ("CCISS-0001".to_string(), "/dev/cciss/c0d0".to_string()),
-                ("S4EWNX0R123456".to_string(), "/dev/nvme0n1".to_string()),
-                ("b3a1c2d4-e5f6-4a7b-8".to_string(), "/dev/vda".to_string()),
+                disk("CCISS-0001", "/dev/cciss/c0d0"),
+                disk("S4EWNX0R123456", "/dev/nvme0n1"),
+                disk("b3a1c2d4-e5f6-4a7b-8", "/dev/vda"),
             ]
         );
     }
 
     #[test]
-    fn read_disk_mapping_without_sys_block() {
+    fn read_disk_serials_without_sys_block() {
         assert!(
-            read_disk_mapping(&fixtures().join("no-such-root"))
+            read_disk_serials(&fixtures().join("no-such-root"))
                 .unwrap()
                 .is_empty()
         );

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-//! Memory facts: reads `/proc/meminfo` and `/proc/vmstat`, and derives the oVirt
-//! `memory-stat` values and the heartbeat's `free-ram`.
+//! Memory facts: reads `/proc/meminfo` and `/proc/vmstat`, and derives memory statistics
+//! (sizes, and swap and page-fault rates) and the reclaimable memory.
 
 use std::path::Path;
 use std::time::Duration;
@@ -19,7 +19,8 @@ pub struct MemInfo {
 }
 
 impl MemInfo {
-    /// Free memory in MiB as the oVirt agent counts it: (MemFree + Buffers + Cached) / 1024.
+    /// Reclaimable memory in MiB, as the reference guest agent counts free memory:
+    /// (MemFree + Buffers + Cached) / 1024.
     pub fn free_ram_mib(&self) -> u64 {
         self.reclaimable_kib() / 1024
     }
@@ -41,7 +42,8 @@ pub struct VmStat {
     pub pgmajfault: u64,
 }
 
-/// The oVirt `memory-stat` values: sizes in KiB, the last four are per-second rates.
+/// Memory statistics derived from one meminfo and two vmstat samples: sizes in KiB, the last
+/// four are per-second rates.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MemoryStat {
     pub mem_total: u64,
@@ -141,7 +143,7 @@ fn rate(prev: u64, cur: u64, elapsed: Duration) -> u64 {
     }
 }
 
-/// Builds the `memory-stat` values from a meminfo sample and the current vmstat sample
+/// Builds the memory statistics from a meminfo sample and the current vmstat sample
 /// `cur` taken at monotonic time `now`. `prev` is the previous vmstat sample with its
 /// monotonic time; without it (the first sample) the rates are 0.
 pub fn memory_stat(

@@ -1,15 +1,19 @@
 // SPDX-License-Identifier: Apache-2.0
-//! Facts about the guest, one module per family. Each module has pure parsers over text or
-//! bytes, and a reader that takes the root directory to read under (`/` in production, a
-//! fixture tree under `tests/fixtures/` in tests). Calls that are not file reads (statvfs,
-//! getifaddrs, uname) are made by the caller and passed in, so the arithmetic stays testable.
+//! Facts about the guest, one module per family, as typed structs that carry what any
+//! protocol reports (each protocol maps them to its own messages). Each module has pure
+//! parsers over text or bytes, and a reader that takes the root directory to read under (`/`
+//! in production, a fixture tree under `tests/fixtures/` in tests). statvfs(3) is made on the
+//! mount point joined onto the root, so a fixture tree is measured too; getifaddrs(3) and
+//! uname(2), which no root can redirect, are made by the caller and passed in. The arithmetic
+//! on every call's result is a pure function.
 
 pub mod apps;
 pub mod cpus;
 pub mod disks;
-pub mod health;
+mod health;
 pub mod hostname;
 pub mod memory;
+pub mod mounts;
 pub mod net;
 pub mod osinfo;
 pub mod timezone;

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-//! Network interfaces (oVirt `network-interfaces`): names and MAC addresses from
-//! `sys/class/net`, joined with the addresses getifaddrs(3) reports.
+//! Network interfaces: names, MAC addresses and flags from `sys/class/net`, joined with the
+//! addresses and prefix lengths getifaddrs(3) reports.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -10,35 +10,70 @@ use std::path::Path;
 use super::{Error, read_text_opt, under};
 use crate::sys::InterfaceAddress;
 
-/// One entry of the `network-interfaces` message.
+/// `IFF_UP` in `sys/class/net/<if>/flags`: the interface is administratively up.
+pub const IFF_UP: u32 = 0x1;
+/// `IFF_LOOPBACK` in `sys/class/net/<if>/flags`.
+pub const IFF_LOOPBACK: u32 = 0x8;
+
+/// One address of an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Address {
+    /// The address; its variant is the family (IPv6 addresses carry no scope).
+    pub addr: IpAddr,
+    /// Prefix length of the netmask: 0..=32 for IPv4, 0..=128 for IPv6.
+    pub prefix: u8,
+}
+
+/// One network interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Interface {
     /// Interface name, e.g. `eth0`.
     pub name: String,
-    /// MAC address, lower-case and colon-separated; empty when the interface has none.
-    pub hw: String,
-    /// IPv4 addresses as dotted quads, without prefix length.
-    pub inet: Vec<String>,
-    /// IPv6 addresses, without prefix length or scope.
-    pub inet6: Vec<String>,
+    /// MAC address as the kernel shows it, lower-cased and colon-separated (all zeros for
+    /// loopback); `None` when the interface has none (no, empty or unreadable address file,
+    /// e.g. tun or WireGuard devices).
+    pub mac: Option<String>,
+    /// `IFF_UP` is set (false when the flags file is missing or unreadable).
+    pub up: bool,
+    /// `IFF_LOOPBACK` is set (false when the flags file is missing or unreadable).
+    pub loopback: bool,
+    /// Addresses, in the order getifaddrs(3) lists them.
+    pub addresses: Vec<Address>,
 }
 
-/// The MAC the kernel shows for interfaces without a hardware address (loopback, bridges
-/// before their first port, ...).
-const ZERO_MAC: &str = "00:00:00:00:00:00";
-
-/// The content of a `sys/class/net/<if>/address` file as oVirt wants it: trimmed and
-/// lower-cased, with the all-zero address mapped to "".
-fn normalize_mac(text: &str) -> String {
+/// The content of a `sys/class/net/<if>/address` file: trimmed and lower-cased, `None` when
+/// empty.
+pub fn parse_mac(text: &str) -> Option<String> {
     let mac = text.trim().to_ascii_lowercase();
-    if mac == ZERO_MAC { String::new() } else { mac }
+    (!mac.is_empty()).then_some(mac)
 }
 
-/// The interfaces under `sys/class/net`, sorted by name, each with its MAC address ("" when
-/// the address file is missing, empty or unreadable, e.g. for tun or WireGuard devices).
-/// Plain files in that directory (such as `bonding_masters`) are not interfaces and are
+/// The content of a `sys/class/net/<if>/flags` file: a hexadecimal number such as `0x1003`
+/// (the `0x` is optional). `None` when malformed.
+pub fn parse_flags(text: &str) -> Option<u32> {
+    let text = text.trim();
+    let digits = text
+        .strip_prefix("0x")
+        .or_else(|| text.strip_prefix("0X"))
+        .unwrap_or(text);
+    u32::from_str_radix(digits, 16).ok()
+}
+
+/// Reads an optional per-interface file; unreadable counts as missing (logged at debug).
+fn read_if_file(root: &Path, name: &str, file: &str) -> Option<String> {
+    match read_text_opt(root, &format!("sys/class/net/{name}/{file}")) {
+        Ok(text) => text,
+        Err(e) => {
+            log::debug!("{e}");
+            None
+        }
+    }
+}
+
+/// The interfaces under `sys/class/net`, sorted by name, with MAC and flags and no addresses
+/// yet. Plain files in that directory (such as `bonding_masters`) are not interfaces and are
 /// skipped. A missing `sys/class/net` gives an empty list.
-pub fn read_interface_names(root: &Path) -> Result<Vec<(String, String)>, Error> {
+pub fn read_interfaces(root: &Path) -> Result<Vec<Interface>, Error> {
     let dir = under(root, "sys/class/net");
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
@@ -60,36 +95,33 @@ pub fn read_interface_names(root: &Path) -> Result<Vec<(String, String)>, Error>
     Ok(names
         .into_iter()
         .map(|name| {
-            let hw = match read_text_opt(root, &format!("sys/class/net/{name}/address")) {
-                Ok(text) => text.as_deref().map(normalize_mac).unwrap_or_default(),
-                Err(e) => {
-                    log::debug!("{e}");
-                    String::new()
-                }
-            };
-            (name, hw)
+            let mac = read_if_file(root, &name, "address").and_then(|t| parse_mac(&t));
+            let flags = read_if_file(root, &name, "flags")
+                .and_then(|t| parse_flags(&t))
+                .unwrap_or(0);
+            Interface {
+                name,
+                mac,
+                up: flags & IFF_UP != 0,
+                loopback: flags & IFF_LOOPBACK != 0,
+                addresses: Vec::new(),
+            }
         })
         .collect())
 }
 
-/// Joins interface names and MACs (`names`, in the order given) with their addresses. Names
-/// in `ignored` are dropped, and so are addresses of interfaces not in `names`. Addresses keep
-/// the order of `addrs`.
-pub fn interfaces(
-    names: Vec<(String, String)>,
+/// Joins `ifaces` (in the order given) with their addresses. Interfaces named in `ignored`
+/// are dropped, and so are addresses of interfaces not in `ifaces`. Addresses keep the order
+/// of `addrs`.
+pub fn attach_addresses(
+    ifaces: Vec<Interface>,
     addrs: &[InterfaceAddress],
     ignored: &[String],
 ) -> Vec<Interface> {
     let ignored: HashSet<&str> = ignored.iter().map(String::as_str).collect();
-    let mut out: Vec<Interface> = names
+    let mut out: Vec<Interface> = ifaces
         .into_iter()
-        .filter(|(name, _)| !ignored.contains(name.as_str()))
-        .map(|(name, hw)| Interface {
-            name,
-            hw,
-            inet: Vec::new(),
-            inet6: Vec::new(),
-        })
+        .filter(|i| !ignored.contains(i.name.as_str()))
         .collect();
     let index: HashMap<String, usize> = out
         .iter()
@@ -100,10 +132,10 @@ pub fn interfaces(
         let Some(iface) = index.get(&a.name).and_then(|&i| out.get_mut(i)) else {
             continue;
         };
-        match a.addr {
-            IpAddr::V4(v4) => iface.inet.push(v4.to_string()),
-            IpAddr::V6(v6) => iface.inet6.push(v6.to_string()),
-        }
+        iface.addresses.push(Address {
+            addr: a.addr,
+            prefix: a.prefix,
+        });
     }
     out
 }
@@ -114,87 +146,112 @@ mod tests {
     use crate::facts::fixtures;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
-    fn addr(name: &str, addr: IpAddr) -> InterfaceAddress {
+    fn addr(name: &str, addr: IpAddr, prefix: u8) -> InterfaceAddress {
         InterfaceAddress {
             name: name.to_string(),
             addr,
+            prefix,
         }
     }
 
-    fn names(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter()
-            .map(|(n, h)| (n.to_string(), h.to_string()))
-            .collect()
+    fn iface(name: &str, mac: Option<&str>, up: bool, loopback: bool) -> Interface {
+        Interface {
+            name: name.into(),
+            mac: mac.map(str::to_owned),
+            up,
+            loopback,
+            addresses: Vec::new(),
+        }
     }
 
     #[test]
-    fn normalize_mac_trims_lowercases_and_drops_zero() {
-        assert_eq!(normalize_mac("52:54:00:AB:cd:EF\n"), "52:54:00:ab:cd:ef");
-        assert_eq!(normalize_mac("00:00:00:00:00:00\n"), "");
-        assert_eq!(normalize_mac("\n"), "");
+    fn parse_mac_trims_and_lowercases() {
+        assert_eq!(
+            parse_mac("52:54:00:AB:cd:EF\n").as_deref(),
+            Some("52:54:00:ab:cd:ef")
+        );
+        assert_eq!(
+            parse_mac("00:00:00:00:00:00\n").as_deref(),
+            Some("00:00:00:00:00:00")
+        );
+        assert_eq!(parse_mac("\n"), None);
+        assert_eq!(parse_mac(""), None);
     }
 
     #[test]
-    fn interfaces_attach_addresses_by_name_in_order() {
+    fn parse_flags_hex() {
+        assert_eq!(parse_flags("0x1003\n"), Some(0x1003));
+        assert_eq!(parse_flags("0x9"), Some(IFF_UP | IFF_LOOPBACK));
+        assert_eq!(parse_flags("1043"), Some(0x1043));
+        assert_eq!(parse_flags("0x"), None);
+        assert_eq!(parse_flags("up"), None);
+        assert_eq!(parse_flags(""), None);
+    }
+
+    #[test]
+    fn attach_addresses_by_name_in_order() {
         let v6: Ipv6Addr = "fe80::5054:ff:feab:cdef".parse().unwrap();
         let addrs = [
-            addr("eth0", IpAddr::V4(Ipv4Addr::new(192, 168, 122, 10))),
-            addr("lo", IpAddr::V4(Ipv4Addr::LOCALHOST)),
-            addr("eth0", IpAddr::V6(v6)),
-            addr("eth0", IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5))),
-            addr("gone0", IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9))),
-            addr("docker0", IpAddr::V4(Ipv4Addr::new(172, 17, 0, 1))),
+            addr("eth0", IpAddr::V4(Ipv4Addr::new(192, 168, 122, 10)), 24),
+            addr("lo", IpAddr::V4(Ipv4Addr::LOCALHOST), 8),
+            addr("eth0", IpAddr::V6(v6), 64),
+            addr("eth0", IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5)), 8),
+            addr("gone0", IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9)), 8),
+            addr("docker0", IpAddr::V4(Ipv4Addr::new(172, 17, 0, 1)), 16),
         ];
-        let got = interfaces(
-            names(&[
-                ("docker0", "02:42:ac:11:00:01"),
-                ("eth0", "52:54:00:ab:cd:ef"),
-                ("wg0", ""),
-            ]),
+        let got = attach_addresses(
+            vec![
+                iface("docker0", Some("02:42:ac:11:00:01"), true, false),
+                iface("eth0", Some("52:54:00:ab:cd:ef"), true, false),
+                iface("wg0", None, false, false),
+            ],
             &addrs,
             &["docker0".to_string()],
         );
+        let mut eth0 = iface("eth0", Some("52:54:00:ab:cd:ef"), true, false);
+        eth0.addresses = vec![
+            Address {
+                addr: IpAddr::V4(Ipv4Addr::new(192, 168, 122, 10)),
+                prefix: 24,
+            },
+            Address {
+                addr: IpAddr::V6(v6),
+                prefix: 64,
+            },
+            Address {
+                addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5)),
+                prefix: 8,
+            },
+        ];
+        assert_eq!(got, vec![eth0, iface("wg0", None, false, false)]);
+    }
+
+    #[test]
+    fn attach_addresses_with_nothing() {
+        assert!(attach_addresses(Vec::new(), &[], &[]).is_empty());
+    }
+
+    #[test]
+    fn read_interfaces_from_fixture() {
+        let got = read_interfaces(&fixtures().join("net-basic")).unwrap();
         assert_eq!(
             got,
             vec![
-                Interface {
-                    name: "eth0".into(),
-                    hw: "52:54:00:ab:cd:ef".into(),
-                    inet: vec!["192.168.122.10".into(), "10.0.0.5".into()],
-                    inet6: vec!["fe80::5054:ff:feab:cdef".into()],
-                },
-                Interface {
-                    name: "wg0".into(),
-                    hw: String::new(),
-                    inet: vec![],
-                    inet6: vec![],
-                },
+                // flags 0x1003: UP, BROADCAST, MULTICAST.
+                iface("eth0", Some("52:54:00:ab:cd:ef"), true, false),
+                // flags 0x9: UP, LOOPBACK.
+                iface("lo", Some("00:00:00:00:00:00"), true, true),
+                // No address and no flags file.
+                iface("tun0", None, false, false),
+                // Empty address file; flags 0x90: POINTOPOINT, NOARP, down.
+                iface("wg0", None, false, false),
             ]
         );
     }
 
     #[test]
-    fn interfaces_with_nothing() {
-        assert!(interfaces(Vec::new(), &[], &[]).is_empty());
-    }
-
-    #[test]
-    fn read_interface_names_from_fixture() {
-        let got = read_interface_names(&fixtures().join("net-basic")).unwrap();
-        assert_eq!(
-            got,
-            names(&[
-                ("eth0", "52:54:00:ab:cd:ef"),
-                ("lo", ""),
-                ("tun0", ""),
-                ("wg0", ""),
-            ])
-        );
-    }
-
-    #[test]
-    fn read_interface_names_without_sys_class_net() {
-        let got = read_interface_names(&fixtures().join("no-such-root")).unwrap();
+    fn read_interfaces_without_sys_class_net() {
+        let got = read_interfaces(&fixtures().join("no-such-root")).unwrap();
         assert!(got.is_empty());
     }
 }

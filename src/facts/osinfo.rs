@@ -1,20 +1,74 @@
 // SPDX-License-Identifier: Apache-2.0
-//! Operating system facts: reads `/etc/os-release` (or `/usr/lib/os-release`) for the oVirt
-//! `os-info` message.
+//! Operating system facts: the os-release(5) fields from `/etc/os-release` (or
+//! `/usr/lib/os-release`) and the kernel's release, version and machine name.
 
 use std::path::Path;
 
-use super::{Error, read_text_opt};
+use super::{Error, hostname, read_text, read_text_opt};
 
-/// The oVirt `os-info` fields (the `type` field is always `linux` and is added by the
-/// message builder).
+/// The identifying os-release(5) fields. Each is the last non-empty assignment to its key;
+/// `None` when the key is missing or empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OsRelease {
+    /// `ID`, e.g. `debian`.
+    pub id: Option<String>,
+    /// `ID_LIKE`, a space-separated list such as `rhel centos fedora`.
+    pub id_like: Option<String>,
+    /// `NAME`, e.g. `Debian GNU/Linux`.
+    pub name: Option<String>,
+    /// `PRETTY_NAME`, e.g. `Debian GNU/Linux 12 (bookworm)`.
+    pub pretty_name: Option<String>,
+    /// `VERSION`, e.g. `12 (bookworm)`.
+    pub version: Option<String>,
+    /// `VERSION_ID`, e.g. `12`.
+    pub version_id: Option<String>,
+    /// `VERSION_CODENAME`, e.g. `bookworm`.
+    pub version_codename: Option<String>,
+    /// `VARIANT`, e.g. `Server Edition`.
+    pub variant: Option<String>,
+    /// `VARIANT_ID`, e.g. `server`.
+    pub variant_id: Option<String>,
+    /// `BUILD_ID`, e.g. `2024-02-01`.
+    pub build_id: Option<String>,
+}
+
+impl OsRelease {
+    /// The fields from parsed `(key, value)` pairs (see `parse_os_release`); other keys are
+    /// ignored.
+    pub fn from_pairs(pairs: &[(String, String)]) -> OsRelease {
+        let get = |key: &str| {
+            pairs
+                .iter()
+                .rev()
+                .find(|(k, v)| k == key && !v.is_empty())
+                .map(|(_, v)| v.clone())
+        };
+        OsRelease {
+            id: get("ID"),
+            id_like: get("ID_LIKE"),
+            name: get("NAME"),
+            pretty_name: get("PRETTY_NAME"),
+            version: get("VERSION"),
+            version_id: get("VERSION_ID"),
+            version_codename: get("VERSION_CODENAME"),
+            variant: get("VARIANT"),
+            variant_id: get("VARIANT_ID"),
+            build_id: get("BUILD_ID"),
+        }
+    }
+}
+
+/// The operating system and the kernel running it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OsInfo {
-    pub version: String,
-    pub distribution: String,
-    pub codename: String,
-    pub arch: String,
-    pub kernel: String,
+    pub release: OsRelease,
+    /// Kernel release (`uname -r`), e.g. `6.1.0-18-amd64`; empty when unknown.
+    pub kernel_release: String,
+    /// Kernel version (`uname -v`), e.g. `#1 SMP PREEMPT_DYNAMIC Debian 6.1.76-1
+    /// (2024-02-01)`; empty when unknown.
+    pub kernel_version: String,
+    /// Machine hardware name (`uname -m`), e.g. `x86_64`; empty when unknown.
+    pub machine: String,
 }
 
 /// Parses os-release(5) text into `(key, value)` pairs, in file order.
@@ -77,61 +131,36 @@ fn unquote_double(rest: &str) -> Option<String> {
     None
 }
 
-/// The value of the last non-empty assignment to `key`.
-fn lookup<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    pairs
-        .iter()
-        .rev()
-        .find(|(k, v)| k == key && !v.is_empty())
-        .map(|(_, v)| v.as_str())
-}
-
-/// Maps `uname -m` to the oVirt `arch` value: `i386`..`i686` become `x86`, others are kept.
-pub fn map_arch(machine: &str) -> String {
-    match machine {
-        "i386" | "i486" | "i586" | "i686" => "x86".to_owned(),
-        other => other.to_owned(),
-    }
-}
-
-/// Builds the `os-info` fields from parsed os-release pairs, the machine name (`uname -m`)
-/// and the kernel release (`uname -r`).
-///
-/// `distribution` is `NAME` (else `ID`, else `Linux`); `version` is `VERSION_ID` (else
-/// empty); `codename` is `VERSION_CODENAME`, else the text in parentheses in `VERSION`
-/// (`9 (stretch)` gives `stretch`), else empty.
-pub fn os_info(os_release: &[(String, String)], machine: &str, kernel: &str) -> OsInfo {
-    let distribution = lookup(os_release, "NAME")
-        .or_else(|| lookup(os_release, "ID"))
-        .unwrap_or("Linux");
-    let codename = lookup(os_release, "VERSION_CODENAME")
-        .or_else(|| lookup(os_release, "VERSION").and_then(parenthesized))
-        .unwrap_or("");
-    OsInfo {
-        version: lookup(os_release, "VERSION_ID").unwrap_or("").to_owned(),
-        distribution: distribution.to_owned(),
-        codename: codename.to_owned(),
-        arch: map_arch(machine),
-        kernel: kernel.to_owned(),
-    }
-}
-
-/// The trimmed text between the first `(` and the next `)`, if non-empty.
-fn parenthesized(text: &str) -> Option<&str> {
-    let (_, after) = text.split_once('(')?;
-    let (inner, _) = after.split_once(')')?;
-    Some(inner.trim()).filter(|s| !s.is_empty())
-}
-
 /// Reads and parses `etc/os-release` under `root`, falling back to `usr/lib/os-release` when
 /// the former is missing. Both missing gives an empty list.
-pub fn read_os_release(root: &Path) -> Result<Vec<(String, String)>, Error> {
+pub fn read_os_release_pairs(root: &Path) -> Result<Vec<(String, String)>, Error> {
     for rel in ["etc/os-release", "usr/lib/os-release"] {
         if let Some(text) = read_text_opt(root, rel)? {
             return Ok(parse_os_release(&text));
         }
     }
     Ok(Vec::new())
+}
+
+/// The os-release fields under `root` (see `read_os_release_pairs`); both files missing gives
+/// all fields `None`.
+pub fn read_os_release(root: &Path) -> Result<OsRelease, Error> {
+    Ok(OsRelease::from_pairs(&read_os_release_pairs(root)?))
+}
+
+/// `release` with the kernel release and version under `root`
+/// (`proc/sys/kernel/{osrelease,version}`, trimmed; empty when unreadable) and `machine`
+/// (`uname -m`, which no file under the root holds).
+pub fn read_os_info(root: &Path, release: OsRelease, machine: &str) -> OsInfo {
+    let kernel_version = read_text(root, "proc/sys/kernel/version")
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_default();
+    OsInfo {
+        release,
+        kernel_release: hostname::read_os_release_kernel(root).unwrap_or_default(),
+        kernel_version,
+        machine: machine.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -185,102 +214,114 @@ mod tests {
         assert!(parse_os_release("").is_empty());
     }
 
+    fn some(s: &str) -> Option<String> {
+        Some(s.to_owned())
+    }
+
     #[test]
-    fn os_info_from_full_release() {
-        let rel = pairs(&[
-            ("NAME", "Debian GNU/Linux"),
-            ("VERSION_ID", "12"),
-            ("VERSION", "12 (bookworm)"),
-            ("VERSION_CODENAME", "bookworm"),
-            ("ID", "debian"),
-        ]);
+    fn fields_take_the_last_non_empty_assignment() {
+        let rel = OsRelease::from_pairs(&pairs(&[
+            ("VERSION_ID", "1"),
+            ("VERSION_ID", "2"),
+            ("NAME", "x"),
+            ("NAME", ""),
+            ("ID", ""),
+            ("OTHER", "ignored"),
+        ]));
         assert_eq!(
-            os_info(&rel, "x86_64", "6.1.0-18-amd64"),
+            rel,
+            OsRelease {
+                version_id: some("2"),
+                name: some("x"),
+                ..OsRelease::default()
+            }
+        );
+        assert_eq!(OsRelease::from_pairs(&[]), OsRelease::default());
+    }
+
+    #[test]
+    fn reads_etc_os_release_and_kernel() {
+        let root = fixtures().join("os-debian");
+        let rel = read_os_release(&root).unwrap();
+        assert_eq!(
+            rel,
+            OsRelease {
+                id: some("debian"),
+                name: some("Debian GNU/Linux"),
+                pretty_name: some("Debian GNU/Linux 12 (bookworm)"),
+                version: some("12 (bookworm)"),
+                version_id: some("12"),
+                version_codename: some("bookworm"),
+                ..OsRelease::default()
+            }
+        );
+        let pairs = read_os_release_pairs(&root).unwrap();
+        assert!(pairs.contains(&("HOME_URL".into(), "https://www.debian.org/".into())));
+        let info = read_os_info(&root, rel.clone(), "x86_64");
+        assert_eq!(
+            info,
             OsInfo {
-                version: "12".into(),
-                distribution: "Debian GNU/Linux".into(),
-                codename: "bookworm".into(),
-                arch: "x86_64".into(),
-                kernel: "6.1.0-18-amd64".into(),
+                release: rel,
+                kernel_release: "6.1.0-18-amd64".into(),
+                kernel_version: "#1 SMP PREEMPT_DYNAMIC Debian 6.1.76-1 (2024-02-01)".into(),
+                machine: "x86_64".into(),
             }
         );
     }
 
     #[test]
-    fn os_info_fallbacks() {
-        let rel = pairs(&[("ID", "debian"), ("VERSION", "9 (stretch)")]);
-        let info = os_info(&rel, "i686", "4.9.0");
-        assert_eq!(info.distribution, "debian");
-        assert_eq!(info.version, "");
-        assert_eq!(info.codename, "stretch");
-        assert_eq!(info.arch, "x86");
-
-        let info = os_info(&pairs(&[("VERSION", "3.19.1")]), "aarch64", "6.6");
-        assert_eq!(info.distribution, "Linux");
-        assert_eq!(info.codename, "");
-        assert_eq!(info.arch, "aarch64");
-
-        // The last assignment wins, and an empty NAME falls back to ID.
-        let rel = pairs(&[
-            ("VERSION_ID", "1"),
-            ("VERSION_ID", "2"),
-            ("NAME", ""),
-            ("ID", "x"),
-        ]);
-        let info = os_info(&rel, "x86_64", "k");
+    fn reads_variant_and_skips_empty_codename() {
+        let root = fixtures().join("os-fedora");
+        let rel = read_os_release(&root).unwrap();
         assert_eq!(
-            (info.version.as_str(), info.distribution.as_str()),
-            ("2", "x")
+            rel,
+            OsRelease {
+                id: some("fedora"),
+                name: some("Fedora Linux"),
+                pretty_name: some("Fedora Linux 39 (Server Edition)"),
+                version: some("39 (Server Edition)"),
+                version_id: some("39"),
+                version_codename: None,
+                variant: some("Server Edition"),
+                variant_id: some("server"),
+                ..OsRelease::default()
+            }
         );
-    }
-
-    #[test]
-    fn maps_arch() {
-        for m in ["i386", "i486", "i586", "i686"] {
-            assert_eq!(map_arch(m), "x86");
-        }
-        assert_eq!(map_arch("x86_64"), "x86_64");
-        assert_eq!(map_arch("ppc64le"), "ppc64le");
-    }
-
-    #[test]
-    fn reads_etc_os_release() {
-        let rel = read_os_release(&fixtures().join("os-debian")).unwrap();
-        let info = os_info(&rel, "x86_64", "6.1.0");
-        assert_eq!(info.distribution, "Debian GNU/Linux");
-        assert_eq!(info.version, "12");
-        assert_eq!(info.codename, "bookworm");
-        assert!(rel.contains(&(
-            "PRETTY_NAME".into(),
-            "Debian GNU/Linux 12 (bookworm)".into()
-        )));
-        assert!(rel.contains(&("HOME_URL".into(), "https://www.debian.org/".into())));
+        let info = read_os_info(&root, rel, "aarch64");
+        assert_eq!(info.kernel_release, "6.5.6-300.fc39.x86_64");
+        assert_eq!(
+            info.kernel_version,
+            "#1 SMP PREEMPT_DYNAMIC Fri Oct  6 19:57:21 UTC 2023"
+        );
+        assert_eq!(info.machine, "aarch64");
     }
 
     #[test]
     fn falls_back_to_usr_lib() {
         let rel = read_os_release(&fixtures().join("os-usrlib")).unwrap();
-        let info = os_info(&rel, "x86_64", "6.6.1");
-        assert_eq!(info.distribution, "Alpine Linux");
-        assert_eq!(info.version, "3.19.1");
-        assert_eq!(info.codename, "");
+        assert_eq!(rel.name.as_deref(), Some("Alpine Linux"));
+        assert_eq!(rel.id.as_deref(), Some("alpine"));
+        assert_eq!(rel.version_id.as_deref(), Some("3.19.1"));
+        assert_eq!(rel.version, None);
+        assert_eq!(rel.version_codename, None);
     }
 
     #[test]
     fn follows_relative_symlink() {
         let rel = read_os_release(&fixtures().join("os-symlink")).unwrap();
-        let info = os_info(&rel, "x86_64", "5.14");
-        assert_eq!(info.distribution, "Rocky Linux");
-        assert_eq!(info.version, "9.3");
-        assert_eq!(info.codename, "Blue Onyx");
+        assert_eq!(rel.name.as_deref(), Some("Rocky Linux"));
+        assert_eq!(rel.version_id.as_deref(), Some("9.3"));
+        assert_eq!(rel.version.as_deref(), Some("9.3 (Blue Onyx)"));
+        assert_eq!(rel.id_like.as_deref(), Some("rhel centos fedora"));
     }
 
     #[test]
-    fn missing_files_give_empty_list() {
-        assert!(
-            read_os_release(&fixtures().join("os-missing"))
-                .unwrap()
-                .is_empty()
-        );
+    fn missing_files_give_empty_release_and_kernel() {
+        let root = fixtures().join("os-missing");
+        assert!(read_os_release_pairs(&root).unwrap().is_empty());
+        let rel = read_os_release(&root).unwrap();
+        assert_eq!(rel, OsRelease::default());
+        let info = read_os_info(&root, rel, "");
+        assert_eq!(info, OsInfo::default());
     }
 }

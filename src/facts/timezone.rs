@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 //! Time zone facts: reads the `/etc/localtime` symlink and TZif data, `/etc/timezone` and
-//! `/etc/sysconfig/clock` for the oVirt `timezone` message.
+//! `/etc/sysconfig/clock`, for the zone name and its standard-time offset.
 
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
 use super::{read_bytes, read_text_opt, under};
 
-/// The guest's time zone as oVirt reports it.
+/// The guest's time zone: its name and standard-time offset.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TimeZone {
     /// The zone name, e.g. `Europe/Prague` (may be empty when unknown).

@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
-//! Logged-in users (oVirt `active-user`), parsed straight from the binary `run/utmp` file
-//! (musl has no utmp functions, so none are called).
+//! Login sessions and logged-in users, parsed straight from the binary `run/utmp` file (musl
+//! has no utmp functions, so none are called).
 //!
 //! The record layout is glibc's on x86_64 (and other 64-bit little-endian ports): 384 bytes,
 //! `ut_type` i16 at 0, `ut_pid` i32 at 4, `ut_line[32]` at 8, `ut_id[4]` at 40, `ut_user[32]`
-//! at 44, `ut_host[256]` at 76, then exit status, session, time and address up to 384.
+//! at 44, `ut_host[256]` at 76, exit status at 332, session at 336, `ut_tv` at 340 (`tv_sec`
+//! i32 at 340, `tv_usec` i32 at 344), then the address and padding up to 384.
 
 use std::path::Path;
+use std::time::Duration;
 
 use super::{Error, read_bytes};
 
@@ -21,6 +23,8 @@ const LINE: (usize, usize) = (8, 32);
 const ID: (usize, usize) = (40, 4);
 const USER: (usize, usize) = (44, 32);
 const HOST: (usize, usize) = (76, 256);
+const TV_SEC: usize = 340;
+const TV_USEC: usize = 344;
 
 /// One login session from utmp.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,8 +33,13 @@ pub struct Session {
     pub user: String,
     /// Terminal, without `/dev/` (e.g. `pts/0`, `tty1`).
     pub line: String,
+    /// Remote host for remote logins (e.g. an address), empty for local ones.
+    pub host: String,
     /// Pid of the login process.
     pub pid: i32,
+    /// Login time since the Unix epoch, to the microsecond (`ut_tv`; negative values count
+    /// as 0).
+    pub login_time: Duration,
 }
 
 /// The `USER_PROCESS` records with a non-empty user name in utmp `data`. A trailing partial
@@ -53,8 +62,23 @@ fn parse_record(rec: &[u8]) -> Option<Session> {
     Some(Session {
         user,
         line: c_field(rec, LINE)?,
-        pid: i32::from_le_bytes(rec.get(PID..PID + 4)?.try_into().ok()?),
+        host: c_field(rec, HOST)?,
+        pid: i32_at(rec, PID)?,
+        login_time: login_time(i32_at(rec, TV_SEC)?, i32_at(rec, TV_USEC)?),
     })
+}
+
+fn i32_at(rec: &[u8], offset: usize) -> Option<i32> {
+    Some(i32::from_le_bytes(
+        rec.get(offset..offset + 4)?.try_into().ok()?,
+    ))
+}
+
+/// A `struct timeval` as a time since the epoch; negative fields count as 0, and
+/// `tv_usec` beyond a second carries into the seconds.
+pub fn login_time(tv_sec: i32, tv_usec: i32) -> Duration {
+    let secs = Duration::from_secs(u64::try_from(tv_sec).unwrap_or(0));
+    secs.saturating_add(Duration::from_micros(u64::try_from(tv_usec).unwrap_or(0)))
 }
 
 /// A NUL-padded string field (not NUL-terminated when it fills the field), lossily decoded.
@@ -93,16 +117,6 @@ pub fn logged_in_users(sessions: &[Session]) -> Vec<String> {
     users
 }
 
-/// The oVirt active user: the first of the sorted user names, or the literal `"None"` when
-/// nobody is logged in.
-pub fn active_user(users: &[String]) -> String {
-    users
-        .iter()
-        .min()
-        .cloned()
-        .unwrap_or_else(|| "None".to_string())
-}
-
 /// One utmp record (`RECORD_SIZE` bytes) with the given type, pid, line, user and host, every
 /// other field zero. `ut_id` is the last four bytes of `line`, as login(1) does. Strings longer
 /// than their field are truncated.
@@ -120,6 +134,12 @@ pub fn encode_utmp_record(ut_type: i16, pid: i32, line: &str, user: &str, host: 
     put_field(&mut rec, USER, user.as_bytes());
     put_field(&mut rec, HOST, host.as_bytes());
     rec
+}
+
+/// Sets the login time (`ut_tv`) of a record made by `encode_utmp_record`.
+pub fn set_utmp_login_time(rec: &mut [u8], tv_sec: i32, tv_usec: i32) {
+    put(rec, TV_SEC, &tv_sec.to_le_bytes());
+    put(rec, TV_USEC, &tv_usec.to_le_bytes());
 }
 
 fn put_field(rec: &mut [u8], (offset, len): (usize, usize), value: &[u8]) {
@@ -155,11 +175,21 @@ mod tests {
     const DEAD_PROCESS: i16 = 8;
     const LOGIN_PROCESS: i16 = 6;
 
+    /// A local session with no login time.
     fn session(user: &str, line: &str, pid: i32) -> Session {
         Session {
             user: user.into(),
             line: line.into(),
+            host: String::new(),
             pid,
+            login_time: Duration::ZERO,
+        }
+    }
+
+    fn remote(host: &str, s: Session) -> Session {
+        Session {
+            host: host.into(),
+            ..s
         }
     }
 
@@ -173,7 +203,56 @@ mod tests {
         assert_eq!(rec.len(), RECORD_SIZE);
         assert_eq!(&rec[40..44], b"ts/0");
         assert_eq!(&rec[76..84], b"10.0.0.1");
-        assert_eq!(parse_utmp(&rec), vec![session("alice", "pts/0", 4242)]);
+        assert_eq!(
+            parse_utmp(&rec),
+            vec![remote("10.0.0.1", session("alice", "pts/0", 4242))]
+        );
+    }
+
+    #[test]
+    fn login_time_round_trip() {
+        let mut rec = encode_utmp_record(USER_PROCESS, 7, "tty1", "root", "");
+        set_utmp_login_time(&mut rec, 1_700_000_000, 123_456);
+        assert_eq!(&rec[340..344], &1_700_000_000i32.to_le_bytes());
+        assert_eq!(&rec[344..348], &123_456i32.to_le_bytes());
+        let [s] = parse_utmp(&rec).try_into().unwrap();
+        assert_eq!(s.login_time, Duration::new(1_700_000_000, 123_456_000));
+    }
+
+    #[test]
+    fn login_time_clamps_and_carries() {
+        assert_eq!(login_time(0, 0), Duration::ZERO);
+        assert_eq!(login_time(-5, 10), Duration::from_micros(10));
+        assert_eq!(login_time(5, -10), Duration::from_secs(5));
+        assert_eq!(login_time(1, 2_500_000), Duration::new(3, 500_000_000));
+        assert_eq!(
+            login_time(i32::MAX, i32::MAX),
+            Duration::from_secs(2_147_483_647) + Duration::from_micros(2_147_483_647)
+        );
+    }
+
+    #[test]
+    fn read_login_times_from_fixture() {
+        // Written by an independent script (struct.pack of glibc's x86_64 utmpx).
+        let sessions = read_sessions(&fixtures().join("users-login-time")).unwrap();
+        assert_eq!(
+            sessions,
+            vec![
+                Session {
+                    login_time: Duration::new(1_700_000_100, 250_000_000),
+                    ..remote("192.168.1.20", session("alice", "pts/0", 1234))
+                },
+                Session {
+                    login_time: Duration::new(1_699_990_000, 999_999_000),
+                    ..session("root", "tty1", 987)
+                },
+            ]
+        );
+        assert_eq!(sessions[0].login_time.as_secs_f64(), 1_700_000_100.25);
+        let data = std::fs::read(fixtures().join("users-login-time/run/utmp")).unwrap();
+        let mut alice = encode_utmp_record(USER_PROCESS, 1234, "pts/0", "alice", "192.168.1.20");
+        set_utmp_login_time(&mut alice, 1_700_000_100, 250_000);
+        assert_eq!(&data[RECORD_SIZE..2 * RECORD_SIZE], alice.as_slice());
     }
 
     #[test]
@@ -199,7 +278,7 @@ mod tests {
     }
 
     #[test]
-    fn users_sorted_deduplicated_and_active() {
+    fn users_sorted_deduplicated() {
         let sessions = [
             session("root", "tty1", 1),
             session("alice", "pts/0", 2),
@@ -207,8 +286,7 @@ mod tests {
         ];
         let users = logged_in_users(&sessions);
         assert_eq!(users, strings(&["alice", "root"]));
-        assert_eq!(active_user(&users), "alice");
-        assert_eq!(active_user(&[]), "None");
+        assert!(logged_in_users(&[]).is_empty());
     }
 
     #[test]
@@ -217,11 +295,11 @@ mod tests {
         assert_eq!(
             sessions,
             vec![
-                session("alice", "pts/0", 1234),
+                remote("192.168.1.20", session("alice", "pts/0", 1234)),
                 session("root", "tty1", 987)
             ]
         );
-        assert_eq!(active_user(&logged_in_users(&sessions)), "alice");
+        assert_eq!(logged_in_users(&sessions), strings(&["alice", "root"]));
     }
 
     #[test]
@@ -246,7 +324,7 @@ mod tests {
     fn read_empty_utmp() {
         let sessions = read_sessions(&fixtures().join("users-empty")).unwrap();
         assert!(sessions.is_empty());
-        assert_eq!(active_user(&logged_in_users(&sessions)), "None");
+        assert!(logged_in_users(&sessions).is_empty());
     }
 
     #[test]
@@ -274,6 +352,8 @@ mod tests {
         assert_eq!(offset_of!(libc::utmpx, ut_id), ID.0);
         assert_eq!(offset_of!(libc::utmpx, ut_user), USER.0);
         assert_eq!(offset_of!(libc::utmpx, ut_host), HOST.0);
+        assert_eq!(offset_of!(libc::utmpx, ut_tv), TV_SEC);
+        assert_eq!(offset_of!(libc::utmpx, ut_tv) + 4, TV_USEC);
         assert_eq!(libc::USER_PROCESS, USER_PROCESS);
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::messages::Command;
+use super::wire::Command;
 use super::{Ctx, Session};
 use crate::actions;
 use crate::hooks::{self, Job};

@@ -6,7 +6,8 @@
 
 use serde_json::{Map, Value, json};
 
-use super::messages::{Command, Message};
+use super::messages::Message;
+use super::wire::Command;
 use super::{Ctx, Session};
 use crate::hooks::{self, Job};
 use crate::kv::{Entry, Origin, Record};
@@ -254,7 +255,7 @@ mod tests {
         let Some(Value::String(name)) = args.remove("__name__") else {
             panic!("no name in {stored}");
         };
-        crate::ovirt::messages::encode(&name, args)
+        crate::ovirt::wire::encode(&name, args)
     }
 
     #[test]

@@ -1,131 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
-//! The oVirt wire format: one JSON object per line, the message type in `__name__`
-//! (`shared/reference/ovirt-protocol.md` §1.2). Commands are parsed from lines; messages are
-//! built from the protocol-neutral facts and encoded as compact, ASCII-only JSON with
-//! XML-illegal characters replaced by U+FFFD, as VDSM expects.
-
-use std::fmt;
+//! The oVirt messages guestd sends, built from the protocol-neutral facts: each builder maps
+//! a fact struct to the message's fields exactly as the reference agent names and computes
+//! them (`shared/reference/ovirt-protocol.md` §2).
 
 use serde_json::{Map, Value, json};
 
-use crate::facts::disks::DiskUsage;
+use super::wire::encode;
+use crate::facts::disks::{DiskSerial, Filesystem};
 use crate::facts::memory::MemoryStat;
 use crate::facts::net::Interface;
 use crate::facts::osinfo::OsInfo;
 use crate::facts::timezone::TimeZone;
-
-/// Longest inbound line accepted, without its newline (VDSM uses the same cap, §1.5).
-pub const MAX_LINE: usize = 1024 * 1024;
-
-/// The highest protocol version guestd implements (§4).
-pub const MAX_API_VERSION: u32 = 3;
-
-/// A command from the host: its `__name__` and the remaining arguments.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Command {
-    pub name: String,
-    pub args: Map<String, Value>,
-}
-
-/// Why an inbound line is not a command.
-#[derive(Debug)]
-pub enum ParseError {
-    InvalidUtf8,
-    InvalidJson(serde_json::Error),
-    NotAnObject,
-    MissingName,
-}
-
-impl fmt::Display for ParseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ParseError::InvalidUtf8 => write!(f, "line is not valid UTF-8"),
-            ParseError::InvalidJson(e) => write!(f, "line is not valid JSON: {e}"),
-            ParseError::NotAnObject => write!(f, "line is not a JSON object"),
-            ParseError::MissingName => write!(f, "object has no string \"__name__\""),
-        }
-    }
-}
-
-impl std::error::Error for ParseError {}
-
-/// Parses one inbound line (without its newline; a trailing `\r` is tolerated).
-pub fn parse_command(line: &[u8]) -> Result<Command, ParseError> {
-    let text = std::str::from_utf8(line).map_err(|_| ParseError::InvalidUtf8)?;
-    let value: Value = serde_json::from_str(text).map_err(ParseError::InvalidJson)?;
-    let Value::Object(mut args) = value else {
-        return Err(ParseError::NotAnObject);
-    };
-    match args.remove("__name__") {
-        Some(Value::String(name)) => Ok(Command { name, args }),
-        _ => Err(ParseError::MissingName),
-    }
-}
-
-/// Whether oVirt's sanitiser replaces `c`: the characters XML 1.0 forbids (§1.2).
-fn xml_illegal(c: char) -> bool {
-    matches!(c as u32,
-        0x00..=0x08 | 0x0B..=0x0C | 0x0E..=0x1F | 0x7F..=0x84 | 0x86..=0x9F | 0xFFFE | 0xFFFF)
-}
-
-fn sanitize_str(s: &str) -> String {
-    s.chars()
-        .map(|c| if xml_illegal(c) { '\u{FFFD}' } else { c })
-        .collect()
-}
-
-/// Replaces XML-illegal characters in every key and string of `v`, in place.
-fn sanitize(v: &mut Value) {
-    match v {
-        Value::String(s) if s.chars().any(xml_illegal) => *s = sanitize_str(s),
-        Value::Array(items) => items.iter_mut().for_each(sanitize),
-        Value::Object(map) => {
-            if map.keys().any(|k| k.chars().any(xml_illegal)) {
-                let old = std::mem::take(map);
-                for (k, v) in old {
-                    map.insert(sanitize_str(&k), v);
-                }
-            }
-            map.values_mut().for_each(sanitize);
-        }
-        _ => {}
-    }
-}
-
-/// Serialises a message: `__name__` plus `args`, sanitised, compact, ASCII-only (non-ASCII as
-/// `\uXXXX`, surrogate pairs above the BMP), ending in one `\n`.
-pub fn encode(name: &str, args: Map<String, Value>) -> Vec<u8> {
-    let mut obj = args;
-    obj.insert("__name__".to_owned(), Value::String(name.to_owned()));
-    let mut v = Value::Object(obj);
-    sanitize(&mut v);
-    // Serialising a Value cannot fail: every map key is a string.
-    let text = serde_json::to_string(&v).unwrap_or_default();
-    let mut out = Vec::with_capacity(text.len() + 1);
-    for c in text.chars() {
-        if c.is_ascii() {
-            out.push(c as u8);
-        } else {
-            // Outside strings JSON is pure ASCII, so every non-ASCII char is inside a string.
-            let mut units = [0u16; 2];
-            for u in c.encode_utf16(&mut units) {
-                out.extend_from_slice(format!("\\u{u:04x}").as_bytes());
-            }
-        }
-    }
-    out.push(b'\n');
-    out
-}
-
-/// The lowest negotiated API version at which guestd sends `name` (§2, "min API").
-pub fn min_api_version(name: &str) -> u32 {
-    match name {
-        "number-of-cpus" => 1,
-        "os-info" | "timezone" => 2,
-        "containers" | "completion" => 3,
-        _ => 0,
-    }
-}
 
 /// A message ready to queue: its name and arguments.
 #[derive(Debug, Clone, PartialEq)]
@@ -197,6 +82,16 @@ pub fn active_user(name: &str) -> Message {
     Message::new("active-user", json!({ "name": name }))
 }
 
+/// The `active-user` name for the logged-in `users`: the first of them in sort order, or the
+/// literal `"None"` when nobody is logged in.
+pub fn active_user_name(users: &[String]) -> String {
+    users
+        .iter()
+        .min()
+        .cloned()
+        .unwrap_or_else(|| "None".to_string())
+}
+
 pub fn applications(apps: &[String]) -> Message {
     Message::new("applications", json!({ "applications": apps }))
 }
@@ -205,39 +100,86 @@ pub fn number_of_cpus(count: i64) -> Message {
     Message::new("number-of-cpus", json!({ "count": count }))
 }
 
+/// The MAC the kernel shows for interfaces without a hardware address (loopback, bridges
+/// before their first port, ...); oVirt gets "" for it.
+const ZERO_MAC: &str = "00:00:00:00:00:00";
+
+/// `network-interfaces`: per interface its name, `hw` (the MAC, "" when it has none or it is
+/// all zeros), and its IPv4 (`inet`) and IPv6 (`inet6`) addresses without prefix length, in
+/// getifaddrs order.
 pub fn network_interfaces(ifaces: &[Interface]) -> Message {
     let list: Vec<Value> = ifaces
         .iter()
-        .map(|i| json!({ "name": i.name, "hw": i.hw, "inet": i.inet, "inet6": i.inet6 }))
+        .map(|i| {
+            let hw = i.mac.as_deref().filter(|m| *m != ZERO_MAC).unwrap_or("");
+            let of = |v6: bool| -> Vec<String> {
+                i.addresses
+                    .iter()
+                    .filter(|a| a.addr.is_ipv6() == v6)
+                    .map(|a| a.addr.to_string())
+                    .collect()
+            };
+            json!({ "name": i.name, "hw": hw, "inet": of(false), "inet6": of(true) })
+        })
         .collect();
     Message::new("network-interfaces", json!({ "interfaces": list }))
 }
 
-/// `disks-usage`: the measured file systems and the `{serial: {name: device}}` mapping.
-pub fn disks_usage(disks: &[DiskUsage], mapping: &[(String, String)]) -> Message {
-    let list: Vec<Value> = disks
+/// `disks-usage`: the measured file systems (`path`, `fs`, `total` and `used` bytes) and the
+/// `{serial: {name: device}}` mapping.
+pub fn disks_usage(filesystems: &[Filesystem], serials: &[DiskSerial]) -> Message {
+    let list: Vec<Value> = filesystems
         .iter()
-        .map(|d| json!({ "path": d.path, "fs": d.fs, "total": d.total, "used": d.used }))
+        .map(
+            |f| json!({ "path": f.mount_point, "fs": f.fs_type, "total": f.total, "used": f.used }),
+        )
         .collect();
     let mut map = Map::new();
-    for (serial, dev) in mapping {
-        map.insert(serial.clone(), json!({ "name": dev }));
+    for d in serials {
+        map.insert(d.serial.clone(), json!({ "name": d.device }));
     }
     Message::new("disks-usage", json!({ "disks": list, "mapping": map }))
 }
 
+/// `os-info`, as the reference agent computes it: `distribution` is `NAME` (else `ID`, else
+/// `Linux`); `version` is `VERSION_ID` (else empty); `codename` is `VERSION_CODENAME`, else
+/// the text in parentheses in `VERSION` (`9 (stretch)` gives `stretch`), else empty; `arch` is
+/// the machine with `i386`..`i686` mapped to `x86`; `kernel` is the kernel release; `type`
+/// is always `linux`.
 pub fn os_info(info: &OsInfo) -> Message {
+    let rel = &info.release;
+    let distribution = rel.name.as_deref().or(rel.id.as_deref()).unwrap_or("Linux");
+    let codename = rel
+        .version_codename
+        .as_deref()
+        .or_else(|| rel.version.as_deref().and_then(parenthesized))
+        .unwrap_or("");
     Message::new(
         "os-info",
         json!({
-            "version": info.version,
-            "distribution": info.distribution,
-            "codename": info.codename,
-            "arch": info.arch,
+            "version": rel.version_id.as_deref().unwrap_or(""),
+            "distribution": distribution,
+            "codename": codename,
+            "arch": map_arch(&info.machine),
             "type": "linux",
-            "kernel": info.kernel,
+            "kernel": info.kernel_release,
         }),
     )
+}
+
+/// Maps `uname -m` to the `os-info` `arch` value: `i386`..`i686` become `x86`, others are kept.
+fn map_arch(machine: &str) -> &str {
+    match machine {
+        "i386" | "i486" | "i586" | "i686" => "x86",
+        other => other,
+    }
+}
+
+/// The trimmed text between the first `(` and the next `)`, if non-empty.
+fn parenthesized(text: &str) -> Option<&str> {
+    let (_, after) = text.split_once('(')?;
+    let (inner, _) = after.split_once(')')?;
+    Some(inner.trim()).filter(|s| !s.is_empty())
 }
 
 pub fn timezone(tz: &TimeZone) -> Message {
@@ -252,62 +194,11 @@ pub fn echo(args: Map<String, Value>) -> Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::facts::{self, disks, net, osinfo, users};
+    use std::net::IpAddr;
 
-    #[test]
-    fn parses_commands_and_rejects_bad_lines() {
-        let c = parse_command(br#"{"__name__": "refresh", "apiVersion": 3}"#).unwrap();
-        assert_eq!(c.name, "refresh");
-        assert_eq!(c.args.get("apiVersion"), Some(&json!(3)));
-        assert!(!c.args.contains_key("__name__"));
-        assert!(matches!(
-            parse_command(b"\xff\xfe"),
-            Err(ParseError::InvalidUtf8)
-        ));
-        assert!(matches!(
-            parse_command(b"{nope"),
-            Err(ParseError::InvalidJson(_))
-        ));
-        assert!(matches!(
-            parse_command(b""),
-            Err(ParseError::InvalidJson(_))
-        ));
-        assert!(matches!(
-            parse_command(b"[1,2]"),
-            Err(ParseError::NotAnObject)
-        ));
-        assert!(matches!(
-            parse_command(b"{\"a\":1}"),
-            Err(ParseError::MissingName)
-        ));
-        assert!(matches!(
-            parse_command(b"{\"__name__\":1}"),
-            Err(ParseError::MissingName)
-        ));
-    }
-
-    #[test]
-    fn encodes_compact_ascii_with_sanitised_keys_and_values() {
-        let mut args = Map::new();
-        args.insert("name".into(), json!("Žluťoučký 🐎"));
-        args.insert("bad\u{1}key".into(), json!(["a\u{0}b", "\u{85}ok\u{fffe}"]));
-        let line = encode("test", args);
-        assert_eq!(line.last(), Some(&b'\n'));
-        assert!(line.is_ascii());
-        let text = std::str::from_utf8(&line).unwrap();
-        assert_eq!(text.matches('\n').count(), 1);
-        assert!(!text.contains(": "), "compact separators: {text}");
-        assert!(
-            text.contains(r"\u017dlu\u0165ou\u010dk\u00fd \ud83d\udc0e"),
-            "{text}"
-        );
-        let back: Value = serde_json::from_str(text).unwrap();
-        assert_eq!(back["__name__"], "test");
-        assert_eq!(back["name"], "Žluťoučký 🐎");
-        // U+0085 (NEL) is allowed by XML; U+0000 and U+FFFE are not.
-        assert_eq!(
-            back["bad\u{fffd}key"],
-            json!(["a\u{fffd}b", "\u{85}ok\u{fffd}"])
-        );
+    fn line(msg: &Message) -> String {
+        String::from_utf8(msg.encode()).unwrap()
     }
 
     #[test]
@@ -336,12 +227,223 @@ mod tests {
         assert_eq!(ms["majflt"], 5);
     }
 
+    fn iface(name: &str, mac: Option<&str>, addrs: &[(&str, u8)]) -> Interface {
+        Interface {
+            name: name.into(),
+            mac: mac.map(str::to_owned),
+            up: true,
+            loopback: false,
+            addresses: addrs
+                .iter()
+                .map(|&(a, prefix)| net::Address {
+                    addr: a.parse::<IpAddr>().unwrap(),
+                    prefix,
+                })
+                .collect(),
+        }
+    }
+
     #[test]
-    fn version_gates_match_the_reference() {
-        assert_eq!(min_api_version("heartbeat"), 0);
-        assert_eq!(min_api_version("number-of-cpus"), 1);
-        assert_eq!(min_api_version("os-info"), 2);
-        assert_eq!(min_api_version("timezone"), 2);
-        assert_eq!(min_api_version("completion"), 3);
+    fn network_interfaces_line_has_addresses_without_prefix() {
+        let ifaces = [
+            iface(
+                "eth0",
+                Some("52:54:00:ab:cd:ef"),
+                &[
+                    ("192.168.122.10", 24),
+                    ("fe80::5054:ff:feab:cdef", 64),
+                    ("10.0.0.5", 8),
+                ],
+            ),
+            iface(
+                "lo",
+                Some("00:00:00:00:00:00"),
+                &[("127.0.0.1", 8), ("::1", 128)],
+            ),
+            iface("wg0", None, &[]),
+        ];
+        assert_eq!(
+            line(&network_interfaces(&ifaces)),
+            concat!(
+                r#"{"__name__":"network-interfaces","interfaces":["#,
+                r#"{"hw":"52:54:00:ab:cd:ef","inet":["192.168.122.10","10.0.0.5"],"#,
+                r#""inet6":["fe80::5054:ff:feab:cdef"],"name":"eth0"},"#,
+                r#"{"hw":"","inet":["127.0.0.1"],"inet6":["::1"],"name":"lo"},"#,
+                r#"{"hw":"","inet":[],"inet6":[],"name":"wg0"}]}"#,
+                "\n"
+            )
+        );
+        assert_eq!(
+            line(&network_interfaces(&[])),
+            "{\"__name__\":\"network-interfaces\",\"interfaces\":[]}\n"
+        );
+    }
+
+    #[test]
+    fn network_interfaces_from_fixture() {
+        let root = facts::fixtures().join("net-basic");
+        let read = net::read_interfaces(&root).unwrap();
+        let list = net::attach_addresses(read, &[], &["lo".to_string()]);
+        let v: Value = serde_json::from_slice(&network_interfaces(&list).encode()).unwrap();
+        let empty: [&str; 0] = [];
+        assert_eq!(
+            v["interfaces"],
+            json!([
+                {"name": "eth0", "hw": "52:54:00:ab:cd:ef", "inet": empty, "inet6": empty},
+                {"name": "tun0", "hw": "", "inet": empty, "inet6": empty},
+                {"name": "wg0", "hw": "", "inet": empty, "inet6": empty},
+            ])
+        );
+    }
+
+    #[test]
+    fn disks_usage_line() {
+        let fs = disks::Filesystem {
+            device: "/dev/vda1".into(),
+            fs_type: "ext4".into(),
+            mount_point: "/".into(),
+            major_minor: Some((252, 1)),
+            total: 4_096_000,
+            used: 2_457_600,
+            available: 1_228_800,
+        };
+        let serial = |serial: &str, device: &str| DiskSerial {
+            serial: serial.into(),
+            device: device.into(),
+        };
+        let msg = disks_usage(
+            &[fs],
+            &[
+                serial("b3a1c2d4", "/dev/vda"),
+                serial("S4EWNX0R123456", "/dev/nvme0n1"),
+            ],
+        );
+        assert_eq!(
+            line(&msg),
+            concat!(
+                r#"{"__name__":"disks-usage","disks":[{"fs":"ext4","path":"/","#,
+                r#""total":4096000,"used":2457600}],"mapping":{"#,
+                r#""S4EWNX0R123456":{"name":"/dev/nvme0n1"},"b3a1c2d4":{"name":"/dev/vda"}}}"#,
+                "\n"
+            )
+        );
+        assert_eq!(
+            line(&disks_usage(&[], &[])),
+            "{\"__name__\":\"disks-usage\",\"disks\":[],\"mapping\":{}}\n"
+        );
+    }
+
+    fn os(pairs: &[(&str, &str)], machine: &str, kernel: &str) -> Message {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        os_info(&OsInfo {
+            release: osinfo::OsRelease::from_pairs(&pairs),
+            kernel_release: kernel.into(),
+            kernel_version: "#1 SMP".into(),
+            machine: machine.into(),
+        })
+    }
+
+    #[test]
+    fn os_info_from_full_release() {
+        let rel = [
+            ("NAME", "Debian GNU/Linux"),
+            ("VERSION_ID", "12"),
+            ("VERSION", "12 (bookworm)"),
+            ("VERSION_CODENAME", "bookworm"),
+            ("ID", "debian"),
+        ];
+        assert_eq!(
+            line(&os(&rel, "x86_64", "6.1.0-18-amd64")),
+            concat!(
+                r#"{"__name__":"os-info","arch":"x86_64","codename":"bookworm","#,
+                r#""distribution":"Debian GNU/Linux","kernel":"6.1.0-18-amd64","#,
+                r#""type":"linux","version":"12"}"#,
+                "\n"
+            )
+        );
+    }
+
+    #[test]
+    fn os_info_fallbacks() {
+        let m = os(
+            &[("ID", "debian"), ("VERSION", "9 (stretch)")],
+            "i686",
+            "4.9.0",
+        );
+        assert_eq!(m.args["distribution"], "debian");
+        assert_eq!(m.args["version"], "");
+        assert_eq!(m.args["codename"], "stretch");
+        assert_eq!(m.args["arch"], "x86");
+
+        let m = os(&[("VERSION", "3.19.1")], "aarch64", "6.6");
+        assert_eq!(m.args["distribution"], "Linux");
+        assert_eq!(m.args["codename"], "");
+        assert_eq!(m.args["arch"], "aarch64");
+
+        // The last assignment wins, and an empty NAME falls back to ID.
+        let rel = [
+            ("VERSION_ID", "1"),
+            ("VERSION_ID", "2"),
+            ("NAME", ""),
+            ("ID", "x"),
+        ];
+        let m = os(&rel, "x86_64", "k");
+        assert_eq!(
+            (&m.args["version"], &m.args["distribution"]),
+            (&json!("2"), &json!("x"))
+        );
+    }
+
+    #[test]
+    fn maps_arch() {
+        for m in ["i386", "i486", "i586", "i686"] {
+            assert_eq!(map_arch(m), "x86");
+        }
+        assert_eq!(map_arch("x86_64"), "x86_64");
+        assert_eq!(map_arch("ppc64le"), "ppc64le");
+    }
+
+    #[test]
+    fn os_info_from_fixtures() {
+        let read = |name: &str| {
+            let root = facts::fixtures().join(name);
+            let rel = osinfo::read_os_release(&root).unwrap();
+            os_info(&osinfo::read_os_info(&root, rel, "x86_64")).args
+        };
+        let debian = read("os-debian");
+        assert_eq!(debian["distribution"], "Debian GNU/Linux");
+        assert_eq!(debian["version"], "12");
+        assert_eq!(debian["codename"], "bookworm");
+        assert_eq!(debian["kernel"], "6.1.0-18-amd64");
+        let alpine = read("os-usrlib");
+        assert_eq!(alpine["distribution"], "Alpine Linux");
+        assert_eq!(alpine["version"], "3.19.1");
+        assert_eq!(alpine["codename"], "");
+        let rocky = read("os-symlink");
+        assert_eq!(rocky["distribution"], "Rocky Linux");
+        assert_eq!(rocky["version"], "9.3");
+        assert_eq!(rocky["codename"], "Blue Onyx");
+        let none = read("os-missing");
+        assert_eq!(none["distribution"], "Linux");
+        assert_eq!(
+            (&none["version"], &none["kernel"]),
+            (&json!(""), &json!(""))
+        );
+    }
+
+    #[test]
+    fn active_user_is_the_first_sorted_or_none() {
+        let users = ["alice".to_string(), "root".to_string()];
+        assert_eq!(active_user_name(&users), "alice");
+        assert_eq!(active_user_name(&[]), "None");
+        let names = |fixture: &str| {
+            let root = facts::fixtures().join(fixture);
+            users::logged_in_users(&users::read_sessions(&root).unwrap())
+        };
+        assert_eq!(active_user_name(&names("users-two")), "alice");
+        assert_eq!(active_user_name(&names("users-empty")), "None");
     }
 }

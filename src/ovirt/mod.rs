@@ -4,7 +4,8 @@
 //! from command name to handler, the host's key-value commands and the delivery of the
 //! store's outbox. It serves one link; the loop knows none of this.
 //!
-//! - `messages`: the wire format and the message builders.
+//! - `wire`: the line format: commands parsed, messages encoded, version gates.
+//! - `messages`: the messages, built from the protocol-neutral facts.
 //! - `schedule`: the periodic report deadlines.
 //! - `reports`: facts read and sent as messages, and the bursts.
 //! - `actions`: the host's actions (shutdown, hibernate, lock-screen, ...).
@@ -15,6 +16,7 @@ pub mod kv;
 pub mod messages;
 pub mod reports;
 pub mod schedule;
+pub mod wire;
 
 use std::time::Duration;
 
@@ -25,8 +27,9 @@ use crate::proto::line::LineReader;
 use crate::proto::queue::Kind;
 use crate::proto::{Frame, Framer};
 use crate::services::{LinkId, Notice, Requester, Services};
-use messages::{Command, MAX_API_VERSION, MAX_LINE, Message};
+use messages::Message;
 use schedule::Schedule;
+use wire::{Command, MAX_API_VERSION, MAX_LINE};
 
 /// Port names tried, in order, when `virtio-serial` names none.
 pub const PORT_NAMES: &[&str] = &["ovirt-guest-agent.0", "com.redhat.rhevm.vdsm"];
@@ -100,7 +103,7 @@ impl Session {
 
     /// Queues `msg` if the negotiated version allows it (§4), logging what does not fit.
     fn send(&self, out: &mut Outbound, msg: Message, kind: Kind) {
-        let min = messages::min_api_version(msg.name);
+        let min = wire::min_api_version(msg.name);
         if min > self.api_version {
             log::debug!(
                 "not sending {}: needs API version {min}, negotiated {}",
@@ -235,7 +238,7 @@ impl crate::link::Session for Session {
             Frame::Oversize => {
                 log::warn!("discarding an inbound line longer than {MAX_LINE} bytes");
             }
-            Frame::Line(line) => match messages::parse_command(line) {
+            Frame::Line(line) => match wire::parse_command(line) {
                 Ok(cmd) => self.on_command(cmd, &mut Ctx { out, svc }),
                 Err(e) => log::debug!("skipping inbound line: {e}"),
             },

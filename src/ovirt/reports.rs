@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
-use super::messages::{self, MAX_API_VERSION, Message};
+use super::messages::{self, Message};
 use super::schedule::Task;
+use super::wire::{self, MAX_API_VERSION};
 use super::{Ctx, Session};
 use crate::facts::{self, apps, cpus, disks, hostname, memory, net, osinfo, timezone, users};
 use crate::proto::queue::Kind;
@@ -139,26 +140,27 @@ impl Session {
     }
 
     fn send_os_info(&mut self, cx: &mut Ctx<'_>) {
-        if self.api_version < messages::min_api_version("os-info") {
+        if self.api_version < wire::min_api_version("os-info") {
             return;
         }
         let root = &cx.svc.cfg.root;
         let release = match osinfo::read_os_release(root) {
-            Ok(r) => r,
+            Ok(r) => {
+                cx.svc.health.ok("os-release");
+                r
+            }
             Err(e) => {
                 cx.svc.health.failed("os-release", &e);
-                Vec::new()
+                osinfo::OsRelease::default()
             }
         };
-        let root = &cx.svc.cfg.root;
-        let kernel = hostname::read_os_release_kernel(root).unwrap_or_default();
         let machine = sys::machine().unwrap_or_default();
-        let info = osinfo::os_info(&release, &machine, &kernel);
+        let info = osinfo::read_os_info(&cx.svc.cfg.root, release, &machine);
         self.send(cx.out, messages::os_info(&info), Kind::Report);
     }
 
     fn send_timezone(&mut self, cx: &mut Ctx<'_>) {
-        if self.api_version < messages::min_api_version("timezone") {
+        if self.api_version < wire::min_api_version("timezone") {
             return;
         }
         let tz = timezone::read_timezone(&cx.svc.cfg.root);
@@ -166,7 +168,7 @@ impl Session {
     }
 
     fn send_network_interfaces(&mut self, cx: &mut Ctx<'_>) {
-        let names = match net::read_interface_names(&cx.svc.cfg.root) {
+        let ifaces = match net::read_interfaces(&cx.svc.cfg.root) {
             Ok(n) => n,
             Err(e) => return cx.svc.health.failed("network-interfaces", &e),
         };
@@ -181,7 +183,7 @@ impl Session {
                 Vec::new()
             }
         };
-        let list = net::interfaces(names, &addrs, &cx.svc.cfg.ignored_nics);
+        let list = net::attach_addresses(ifaces, &addrs, &cx.svc.cfg.ignored_nics);
         self.send(cx.out, messages::network_interfaces(&list), Kind::Report);
     }
 
@@ -208,18 +210,15 @@ impl Session {
 
     fn send_disks_usage(&mut self, cx: &mut Ctx<'_>) {
         let cfg = &cx.svc.cfg;
-        let mounts = match disks::read_mountinfo(&cfg.root) {
-            Ok(m) => m,
+        let list = match disks::read_filesystems(&cfg.root, &cfg.ignored_fs) {
+            Ok(l) => l,
             Err(e) => return cx.svc.health.failed("disks-usage", &e),
         };
-        let mounts = disks::mounts_to_measure(mounts, &cfg.ignored_fs);
-        // statvfs runs on the real mount points; with a test root there is nothing real
-        // to measure, so the fixture's mount list is measured under the root too.
-        let root = cfg.root.clone();
-        let real = |p: &std::path::Path| facts::under(&root, &p.to_string_lossy());
-        let list = disks::collect(&mounts, |p| sys::statvfs(&real(p)), |p| real(p).is_file());
-        let mapping = match disks::read_disk_mapping(&root) {
-            Ok(m) => m,
+        let mapping = match disks::read_disk_serials(&cx.svc.cfg.root) {
+            Ok(m) => {
+                cx.svc.health.ok("disk mapping");
+                m
+            }
             Err(e) => {
                 cx.svc.health.failed("disk mapping", &e);
                 Vec::new()
@@ -247,7 +246,7 @@ impl Session {
                 self.send(cx.out, Message::bare("session-logoff"), Kind::Event);
             }
         }
-        let active = users::active_user(&now);
+        let active = messages::active_user_name(&now);
         if force || self.seen.active_user.as_deref() != Some(active.as_str()) {
             self.send(cx.out, messages::active_user(&active), Kind::Report);
         }

@@ -9,13 +9,17 @@ use std::path::Path;
 
 use super::cvt;
 
-/// The parts of `struct statvfs` that disk usage needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The parts of `struct statvfs` that file-system sizes need.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FsStats {
-    /// Fragment size: the unit of `blocks` and `bfree`.
+    /// Fragment size: the unit of `blocks`, `bfree` and `bavail`.
     pub frsize: u64,
+    /// Size of the file system, in fragments.
     pub blocks: u64,
+    /// Free fragments, including those reserved for root.
     pub bfree: u64,
+    /// Free fragments available to unprivileged users.
+    pub bavail: u64,
 }
 
 /// statvfs(3) on `path`.
@@ -31,6 +35,7 @@ pub fn statvfs(path: &Path) -> io::Result<FsStats> {
         frsize: st.f_frsize,
         blocks: st.f_blocks,
         bfree: st.f_bfree,
+        bavail: st.f_bavail,
     })
 }
 

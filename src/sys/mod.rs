@@ -15,7 +15,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
 pub use fs::{FsStats, flock_exclusive_nonblocking, statvfs};
-pub use net::{InterfaceAddress, interface_addresses};
+pub use net::{InterfaceAddress, interface_addresses, prefix_len};
 pub use process::{
     ExitStatus, SIGKILL, SIGTERM, Spawned, kill_group, signal, spawn, sync_and_reboot, try_wait,
     wait,

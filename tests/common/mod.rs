@@ -261,6 +261,55 @@ impl Peer {
     }
 }
 
+/// Whether `fd` can be written to now (poll(2) with no wait): false once the agent pushes
+/// back on a host that sends faster than it reads.
+pub fn writable(fd: std::os::fd::RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait; the fd is open for the caller's whole call.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n == 1 && p.revents & libc::POLLOUT != 0
+}
+
+/// Writes `lines` to `stream` from a thread; the returned flag turns true when a write
+/// would have blocked (the agent pushed back).
+pub fn send_in_background(
+    mut stream: UnixStream,
+    lines: Vec<String>,
+) -> (
+    std::thread::JoinHandle<()>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::os::fd::AsRawFd;
+    let pushed_back = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = pushed_back.clone();
+    let handle = std::thread::spawn(move || {
+        for line in lines {
+            if !writable(stream.as_raw_fd()) {
+                flag.store(true, Ordering::SeqCst);
+            }
+            stream.write_all(line.as_bytes()).unwrap();
+        }
+    });
+    (handle, pushed_back)
+}
+
+/// Waits (at most `timeout`) until `flag` is set or `thread` ended; whether the flag is set.
+pub fn wait_flag(
+    flag: &std::sync::atomic::AtomicBool,
+    thread: &std::thread::JoinHandle<()>,
+    timeout: Duration,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !flag.load(Ordering::SeqCst) && !thread.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    flag.load(Ordering::SeqCst)
+}
+
 pub fn names(msgs: &[Value]) -> Vec<String> {
     msgs.iter()
         .map(|v| v["__name__"].as_str().unwrap_or("?").to_owned())
