@@ -19,9 +19,12 @@ musl-target:
 # to allow -Zbuild-std; std's source comes from the toolchain's own rust-src component, so
 # the std built is the toolchain's. Panics still reach guestd's logging hook, then abort.
 BUILD_STD := -Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size
+# No unwind tables (.eh_frame, ~78 KB): with panic=abort nothing unwinds, and the backtrace
+# support that could read them is left out above.
+RELEASE_RUSTFLAGS := -C force-unwind-tables=no
 
 build: musl-target
-	RUSTC_BOOTSTRAP=1 $(CARGO) build --release --locked --target $(TARGET) $(BUILD_STD)
+	RUSTFLAGS="$(RELEASE_RUSTFLAGS)" RUSTC_BOOTSTRAP=1 $(CARGO) build --release --locked --target $(TARGET) $(BUILD_STD)
 	@$(MAKE) --no-print-directory size
 
 # Size budget and static linking are checked on every build.

@@ -7,7 +7,7 @@
 //! is O(1) amortised: superseded and dropped items are marked dead in place and skipped when
 //! they reach the head.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{self, Write};
 
 /// Default bound on queued bytes of reports, heartbeats and durable messages.
@@ -84,8 +84,8 @@ pub struct OutQueue {
     /// Ids of queued heartbeats and reports, oldest first (some may be dead or gone).
     heartbeats: VecDeque<u64>,
     reports: VecDeque<u64>,
-    /// The id of the newest queued report of each name.
-    latest: HashMap<&'static str, u64>,
+    /// The id of the newest queued report of each name (a handful of names: a list).
+    latest: Vec<(&'static str, u64)>,
 }
 
 impl Default for OutQueue {
@@ -106,7 +106,7 @@ impl OutQueue {
             delivered: Vec::new(),
             heartbeats: VecDeque::new(),
             reports: VecDeque::new(),
-            latest: HashMap::new(),
+            latest: Vec::new(),
         }
     }
 
@@ -164,8 +164,12 @@ impl OutQueue {
         let id = self.base + self.items.len() as u64;
         // A newer report of the same fact makes a queued, unsent one stale.
         if kind == Kind::Report {
-            if let Some(old) = self.latest.insert(name, id) {
-                self.kill(old);
+            match self.latest.iter_mut().find(|(n, _)| *n == name) {
+                Some(entry) => {
+                    let old = std::mem::replace(&mut entry.1, id);
+                    self.kill(old);
+                }
+                None => self.latest.push((name, id)),
             }
         }
         let len = bytes.len();
@@ -190,8 +194,8 @@ impl OutQueue {
             _ => self.capacity,
         };
         if self.bytes + len > limit {
-            if kind == Kind::Report && self.latest.get(name) == Some(&id) {
-                self.latest.remove(name);
+            if kind == Kind::Report {
+                self.latest.retain(|&(n, i)| n != name || i != id);
             }
             return Push::Rejected;
         }
