@@ -32,35 +32,46 @@ pub trait Session {
     /// A fresh framer for this protocol's inbound stream.
     fn framer(&self) -> Box<dyn Framer>;
     /// A host attached: start the session (start-up burst, schedule).
-    fn attach(&mut self, now: Duration, out: &mut Outbound, svc: &mut Services);
+    fn attach(&mut self, now: Duration, out: &mut Outbound<'_>, svc: &mut Services);
     /// The host left; the queue was already emptied.
     fn detach(&mut self);
     /// One inbound frame.
-    fn frame(&mut self, frame: Frame<'_>, out: &mut Outbound, svc: &mut Services);
+    fn frame(&mut self, frame: Frame<'_>, out: &mut Outbound<'_>, svc: &mut Services);
     /// The timer fired; called while attached.
-    fn timer(&mut self, now: Duration, out: &mut Outbound, svc: &mut Services);
+    fn timer(&mut self, now: Duration, out: &mut Outbound<'_>, svc: &mut Services);
     /// The session's next deadline while attached.
     fn deadline(&self) -> Option<Duration>;
     /// End of a loop turn: deferred work (a refresh burst, outbox messages to queue).
-    fn end_of_turn(&mut self, out: &mut Outbound, svc: &mut Services);
+    fn end_of_turn(&mut self, out: &mut Outbound<'_>, svc: &mut Services);
     /// SIGHUP: send everything again.
     fn refresh(&mut self);
     /// Work this link asked for ended.
-    fn notice(&mut self, notice: Notice, out: &mut Outbound, svc: &mut Services);
+    fn notice(&mut self, notice: Notice, out: &mut Outbound<'_>, svc: &mut Services);
     /// The agent is stopping: say goodbye.
-    fn stopping(&mut self, out: &mut Outbound);
+    fn stopping(&mut self, out: &mut Outbound<'_>);
 }
 
-/// The outbound side of a link: its queue and whether a host is there to receive it.
-#[derive(Debug, Default)]
-pub struct Outbound {
-    queue: OutQueue,
-    attached: bool,
+/// The outbound side of a link, as its session sees it for one call: the link's queue, and
+/// whether a host is there to receive (the channel's attach state, the only one there is).
+#[derive(Debug)]
+pub struct Outbound<'a> {
+    queue: &'a mut OutQueue,
     /// Messages refused since the queue last drained (logged once, then summarised).
-    rejected: u64,
+    rejected: &'a mut u64,
+    attached: bool,
 }
 
-impl Outbound {
+impl<'a> Outbound<'a> {
+    /// A view of `queue` for a link whose host is (or is not) `attached`; `rejected` counts
+    /// refusals since the queue last drained.
+    pub fn new(queue: &'a mut OutQueue, rejected: &'a mut u64, attached: bool) -> Outbound<'a> {
+        Outbound {
+            queue,
+            rejected,
+            attached,
+        }
+    }
+
     pub fn is_attached(&self) -> bool {
         self.attached
     }
@@ -95,8 +106,8 @@ impl Outbound {
                 true
             }
             Push::Rejected => {
-                self.rejected += 1;
-                if self.rejected == 1 {
+                *self.rejected += 1;
+                if *self.rejected == 1 {
                     log::error!(
                         "outbound queue full ({} bytes): {name} ({len} bytes) dropped, the \
                          host is not reading; further drops are counted",
@@ -112,17 +123,29 @@ impl Outbound {
     pub fn push_durable(&mut self, seq: u64, bytes: Vec<u8>) -> bool {
         self.attached && self.queue.push_durable(seq, bytes) != Push::Rejected
     }
+}
 
-    /// The queue emptied: report how much was refused while it was full.
-    fn drained(&mut self) {
-        if self.rejected > 1 {
-            log::warn!(
-                "outbound queue drained; {} messages were dropped while it was full",
-                self.rejected
-            );
-        }
-        self.rejected = 0;
+/// The queue emptied: report how much was refused while it was full.
+fn drained(rejected: &mut u64) {
+    if *rejected > 1 {
+        log::warn!(
+            "outbound queue drained; {} messages were dropped while it was full",
+            rejected
+        );
     }
+    *rejected = 0;
+}
+
+/// The session's view of a link's queue, built from disjoint fields so the framer can stay
+/// borrowed meanwhile.
+macro_rules! outbound {
+    ($link:ident) => {
+        Outbound::new(
+            &mut $link.queue,
+            &mut $link.rejected,
+            $link.channel.is_attached(),
+        )
+    };
 }
 
 /// A channel, its framer and queue, and the session served on it.
@@ -130,7 +153,9 @@ pub struct Link {
     id: LinkId,
     channel: Channel,
     framer: Box<dyn Framer>,
-    out: Outbound,
+    queue: OutQueue,
+    /// Messages the queue refused since it last drained.
+    rejected: u64,
     /// When to look for the device again, or resume accepting after an error.
     retry_at: Option<Duration>,
     session: Box<dyn Session>,
@@ -149,7 +174,8 @@ impl Link {
             id,
             channel,
             framer: session.framer(),
-            out: Outbound::default(),
+            queue: OutQueue::default(),
+            rejected: 0,
             retry_at: None,
             session,
         })
@@ -161,6 +187,18 @@ impl Link {
 
     pub fn is_attached(&self) -> bool {
         self.channel.is_attached()
+    }
+
+    /// The session's deferred work (a burst, outbox messages to queue).
+    fn session_turn(&mut self, svc: &mut Services) {
+        let (session, mut out) = self.parts();
+        session.end_of_turn(&mut out, svc);
+    }
+
+    /// The session and its view of the queue, for one call.
+    fn parts(&mut self) -> (&mut dyn Session, Outbound<'_>) {
+        let out = outbound!(self);
+        (self.session.as_mut(), out)
     }
 
     /// Logs what the link waits for and attaches what is already there.
@@ -194,7 +232,7 @@ impl Link {
         if !self.throttled() && !self.framer.has_input() {
             ev |= POLLIN;
         }
-        if !self.out.queue.is_empty() {
+        if !self.queue.is_empty() {
             ev |= POLLOUT;
         }
         Some((fd, ev))
@@ -206,7 +244,7 @@ impl Link {
     }
 
     fn throttled(&self) -> bool {
-        self.out.queue.over_high_water()
+        self.queue.over_high_water()
     }
 
     /// The next deadline: a retry, or the session's while attached.
@@ -231,7 +269,8 @@ impl Link {
             }
         }
         if self.is_attached() {
-            self.session.timer(now, &mut self.out, svc);
+            let (session, mut out) = self.parts();
+            session.timer(now, &mut out, svc);
         }
     }
 
@@ -293,17 +332,15 @@ impl Link {
     fn attach(&mut self, svc: &mut Services) {
         log::info!("host attached on {}", self.channel.spec());
         self.framer.reset();
-        self.out.attached = true;
-        self.session
-            .attach(sys::monotonic_now(), &mut self.out, svc);
+        let (session, mut out) = self.parts();
+        session.attach(sys::monotonic_now(), &mut out, svc);
     }
 
     /// The host left (`broken`: the channel failed and is closed, to be opened again).
     fn detach(&mut self, why: &str, broken: bool, svc: &mut Services) {
         svc.store.commit_delivered();
-        let dropped = self.out.queue.detach();
-        self.out.attached = false;
-        self.out.rejected = 0;
+        let dropped = self.queue.detach();
+        self.rejected = 0;
         self.channel.detach(broken);
         self.framer.reset();
         self.session.detach();
@@ -325,7 +362,10 @@ impl Link {
                 return true;
             }
             match self.framer.next_frame() {
-                Some(frame) => self.session.frame(frame, &mut self.out, svc),
+                Some(frame) => {
+                    let mut out = outbound!(self);
+                    self.session.frame(frame, &mut out, svc);
+                }
                 None => return false,
             }
         }
@@ -357,7 +397,8 @@ impl Link {
                         // What the host sent before it left is still carried out (a
                         // set-param, say); the replies go nowhere.
                         while let Some(frame) = self.framer.next_frame() {
-                            self.session.frame(frame, &mut self.out, svc);
+                            let mut out = outbound!(self);
+                            self.session.frame(frame, &mut out, svc);
                         }
                         return self.detach("end of stream", false, svc);
                     }
@@ -382,29 +423,29 @@ impl Link {
         if !self.is_attached() {
             return;
         }
-        self.session.end_of_turn(&mut self.out, svc);
+        self.session_turn(svc);
         self.flush(svc);
         if self.is_attached() && self.framer.has_input() && !self.serve(svc) {
-            self.session.end_of_turn(&mut self.out, svc);
+            self.session_turn(svc);
             self.flush(svc);
         }
     }
 
     fn flush(&mut self, svc: &mut Services) {
-        if self.out.queue.is_empty() {
+        if self.queue.is_empty() {
             return;
         }
         let Some(conn) = self.channel.conn_mut() else {
             return;
         };
-        let result = self.out.queue.flush_to(conn);
+        let result = self.queue.flush_to(conn);
         // Record deliveries even when the write then failed: those lines were written.
-        svc.store.delivered(self.out.queue.take_delivered());
+        svc.store.delivered(self.queue.take_delivered());
         match result {
             Ok(Flush::Empty) => {
-                self.out.drained();
+                drained(&mut self.rejected);
                 // Room again: the outbox may have more for this host.
-                self.session.end_of_turn(&mut self.out, svc);
+                self.session_turn(svc);
             }
             Ok(Flush::Pending) => {}
             Err(e) => {
@@ -423,7 +464,8 @@ impl Link {
     }
 
     pub fn notice(&mut self, notice: Notice, svc: &mut Services) {
-        self.session.notice(notice, &mut self.out, svc);
+        let (session, mut out) = self.parts();
+        session.notice(notice, &mut out, svc);
     }
 
     /// The agent stops: the session says goodbye, and the link gives it `within` to leave.
@@ -431,12 +473,13 @@ impl Link {
         if !self.is_attached() {
             return;
         }
-        self.session.stopping(&mut self.out);
+        let (session, mut out) = self.parts();
+        session.stopping(&mut out);
         let deadline = sys::monotonic_now() + within;
         loop {
             self.flush(svc);
             let now = sys::monotonic_now();
-            if self.out.queue.is_empty() || !self.is_attached() || now >= deadline {
+            if self.queue.is_empty() || !self.is_attached() || now >= deadline {
                 break;
             }
             let Some(fd) = self.channel.conn_fd() else {

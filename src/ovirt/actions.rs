@@ -16,7 +16,7 @@ use crate::power;
 use crate::services::{Followup, Lane};
 
 /// A hook job for `action` with the configured defaults.
-fn job(label: &str, cx: &Ctx<'_>, timeout: Duration) -> Job {
+fn job(label: &str, cx: &Ctx<'_, '_>, timeout: Duration) -> Job {
     Job {
         label: label.to_owned(),
         dir: cx.svc.cfg.hooks_dir.join(label),
@@ -30,7 +30,7 @@ fn job(label: &str, cx: &Ctx<'_>, timeout: Duration) -> Job {
 
 /// Runs `<hooks-dir>/<action>/`, answering when the hooks end; a guest without the hook
 /// cannot do the action.
-fn run_action_hooks(s: &Session, cmd: &Command, action: &str, job: Job, cx: &mut Ctx<'_>) {
+fn run_action_hooks(s: &Session, cmd: &Command, action: &str, job: Job, cx: &mut Ctx<'_, '_>) {
     let then = Followup::Complete {
         to: s.requester(cmd),
         action: action.to_owned(),
@@ -40,11 +40,11 @@ fn run_action_hooks(s: &Session, cmd: &Command, action: &str, job: Job, cx: &mut
 }
 
 /// Answers `cmd` at once.
-fn answer(cmd: &Command, action: &str, result: Result<(), String>, cx: &mut Ctx<'_>) {
+fn answer(cmd: &Command, action: &str, result: Result<(), String>, cx: &mut Ctx<'_, '_>) {
     Session::answer(cx.out, super::reply_id(cmd).as_deref(), action, result);
 }
 
-pub(super) fn shutdown(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_>) {
+pub(super) fn shutdown(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) {
     match actions::parse_shutdown(&cmd.args) {
         Ok(req) => {
             let svc = &mut *cx.svc;
@@ -56,7 +56,7 @@ pub(super) fn shutdown(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_>) {
     }
 }
 
-pub(super) fn hibernate(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_>) {
+pub(super) fn hibernate(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) {
     let state = cmd
         .args
         .get("state")
@@ -74,12 +74,12 @@ pub(super) fn hibernate(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_>) {
         .submit(Lane::Urgent, job, Followup::Hibernate { state, to });
 }
 
-pub(super) fn lock_screen(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_>) {
+pub(super) fn lock_screen(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) {
     let job = job("lock-screen", cx, cx.svc.cfg.hook_timeout);
     run_action_hooks(s, cmd, "lock-screen", job, cx);
 }
 
-pub(super) fn login(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_>) {
+pub(super) fn login(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) {
     let user = cmd.args.get("username").and_then(Value::as_str);
     let pass = cmd.args.get("password").and_then(Value::as_str);
     let (Some(user), Some(pass)) = (user, pass) else {
@@ -93,7 +93,7 @@ pub(super) fn login(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_>) {
     run_action_hooks(s, cmd, "login", job, cx);
 }
 
-pub(super) fn log_off(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_>) {
+pub(super) fn log_off(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) {
     let dir = cx.svc.cfg.hooks_dir.join("log-off");
     if !hooks::list_executables(&dir).unwrap_or_default().is_empty() {
         let job = job("log-off", cx, cx.svc.cfg.hook_timeout);
@@ -105,7 +105,7 @@ pub(super) fn log_off(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_>) {
         .log_off(s.requester(cmd), &svc.cfg.root, &mut svc.notices);
 }
 
-pub(super) fn lifecycle_event(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_>) {
+pub(super) fn lifecycle_event(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) {
     let kind = cmd.args.get("type").and_then(Value::as_str).unwrap_or("");
     if !actions::LIFECYCLE_TYPES.contains(&kind) {
         let e = format!("unknown lifecycle event '{kind}'");
@@ -127,7 +127,7 @@ pub(super) fn lifecycle_event(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_>) 
     cx.svc.submit(Lane::Urgent, job, then);
 }
 
-pub(super) fn set_number_of_cpus(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_>) {
+pub(super) fn set_number_of_cpus(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) {
     let count = match cmd.args.get("count").and_then(Value::as_i64) {
         Some(n) if n > 0 => u32::try_from(n).unwrap_or(u32::MAX),
         other => {

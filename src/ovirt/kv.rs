@@ -28,14 +28,14 @@ fn arg<'a>(cmd: &'a Command, k: &str) -> Result<&'a str, String> {
 fn run(
     s: &mut Session,
     cmd: &Command,
-    cx: &mut Ctx<'_>,
-    f: fn(&mut Session, &Command, &mut Ctx<'_>) -> Result<(), String>,
+    cx: &mut Ctx<'_, '_>,
+    f: fn(&mut Session, &Command, &mut Ctx<'_, '_>) -> Result<(), String>,
 ) {
     let result = f(s, cmd, cx);
     Session::answer(cx.out, super::reply_id(cmd).as_deref(), &cmd.name, result);
 }
 
-pub(super) fn set_param(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_>) {
+pub(super) fn set_param(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) {
     run(s, cmd, cx, |_, cmd, cx| {
         let (key, value) = (arg(cmd, "key")?, arg(cmd, "value")?);
         // Refused before anything is stored: the param hooks must run for every value set.
@@ -63,7 +63,7 @@ pub(super) fn set_param(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_>) {
     });
 }
 
-pub(super) fn delete_param(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_>) {
+pub(super) fn delete_param(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) {
     run(s, cmd, cx, |_, cmd, cx| {
         // Deleting an absent key is not an error: the key is absent afterwards.
         let key = arg(cmd, "key")?;
@@ -73,7 +73,7 @@ pub(super) fn delete_param(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_>) {
     });
 }
 
-pub(super) fn delete_params(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_>) {
+pub(super) fn delete_params(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) {
     run(s, cmd, cx, |_, _, cx| {
         let store = cx.svc.store.store_mut()?;
         store.delete_all(None).map_err(|e| e.to_string())?;
@@ -81,7 +81,7 @@ pub(super) fn delete_params(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_>) {
     });
 }
 
-pub(super) fn get_param(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_>) {
+pub(super) fn get_param(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) {
     run(s, cmd, cx, |_, cmd, cx| {
         let key = arg(cmd, "key")?;
         let msg = match cx.svc.store.store_mut()?.get(key) {
@@ -92,7 +92,7 @@ pub(super) fn get_param(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_>) {
     });
 }
 
-pub(super) fn list_params(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_>) {
+pub(super) fn list_params(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) {
     run(s, cmd, cx, |_, _, cx| {
         let msg = params(cx.svc.store.store_mut()?.params());
         Session::push_reply(cx.out, &msg)
@@ -101,7 +101,7 @@ pub(super) fn list_params(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_>) {
 
 impl Session {
     /// Queues outbox messages not yet queued for this host, in order, while there is room.
-    pub(super) fn pump_outbox(&mut self, cx: &mut Ctx<'_>) {
+    pub(super) fn pump_outbox(&mut self, cx: &mut Ctx<'_, '_>) {
         if !cx.out.is_attached() {
             return;
         }

@@ -35,13 +35,13 @@ use wire::{Command, MAX_API_VERSION, MAX_LINE};
 pub const PORT_NAMES: &[&str] = &["ovirt-guest-agent.0", "com.redhat.rhevm.vdsm"];
 
 /// What a handler works with: the link's queue and the shared services.
-pub struct Ctx<'a> {
-    pub out: &'a mut Outbound,
+pub struct Ctx<'a, 'b> {
+    pub out: &'a mut Outbound<'b>,
     pub svc: &'a mut Services,
 }
 
 /// A command handler.
-type Handler = fn(&mut Session, &Command, &mut Ctx<'_>);
+type Handler = fn(&mut Session, &Command, &mut Ctx<'_, '_>);
 
 /// Every command guestd understands, and who handles it.
 const COMMANDS: &[(&str, Handler)] = &[
@@ -102,7 +102,7 @@ impl Session {
     }
 
     /// Queues `msg` if the negotiated version allows it (§4), logging what does not fit.
-    fn send(&self, out: &mut Outbound, msg: Message, kind: Kind) {
+    fn send(&self, out: &mut Outbound<'_>, msg: Message, kind: Kind) {
         let min = wire::min_api_version(msg.name);
         if min > self.api_version {
             log::debug!(
@@ -117,7 +117,7 @@ impl Session {
 
     /// Answers a request: `completion` when it carried a `reply_id` (a host that asks for a
     /// reply understands it, whatever the negotiated version); otherwise the result is logged.
-    fn answer(out: &mut Outbound, id: Option<&str>, action: &str, result: Result<(), String>) {
+    fn answer(out: &mut Outbound<'_>, id: Option<&str>, action: &str, result: Result<(), String>) {
         match id {
             Some(id) => {
                 let msg = kv::completion(id, result);
@@ -131,7 +131,7 @@ impl Session {
     }
 
     /// Queues the answer to a host request, or says why it cannot go out.
-    fn push_reply(out: &mut Outbound, msg: &Message) -> Result<(), String> {
+    fn push_reply(out: &mut Outbound<'_>, msg: &Message) -> Result<(), String> {
         let bytes = msg.encode();
         if bytes.len() > MAX_LINE {
             return Err(format!(
@@ -146,7 +146,7 @@ impl Session {
         }
     }
 
-    fn on_command(&mut self, cmd: Command, cx: &mut Ctx<'_>) {
+    fn on_command(&mut self, cmd: Command, cx: &mut Ctx<'_, '_>) {
         // Never log arguments: set-param values may be secrets.
         log::debug!("host command {}", cmd.name);
         // Consecutive refresh requests share one burst, but a later command is answered after
@@ -160,7 +160,7 @@ impl Session {
         }
     }
 
-    fn on_refresh(&mut self, cmd: &Command, _: &mut Ctx<'_>) {
+    fn on_refresh(&mut self, cmd: &Command, _: &mut Ctx<'_, '_>) {
         // An old host that does not say its version gets version 0 (§3).
         if !cmd.args.contains_key("apiVersion") && self.api_version > 0 {
             log::info!("refresh without apiVersion: falling back to API version 0");
@@ -169,7 +169,7 @@ impl Session {
         self.refresh_pending = true;
     }
 
-    fn on_api_version(&mut self, cmd: &Command, _: &mut Ctx<'_>) {
+    fn on_api_version(&mut self, cmd: &Command, _: &mut Ctx<'_, '_>) {
         match cmd.args.get("apiVersion").and_then(Value::as_i64) {
             Some(v) => {
                 let v = u32::try_from(v.clamp(0, i64::from(MAX_API_VERSION))).unwrap_or(0);
@@ -186,11 +186,11 @@ impl Session {
         }
     }
 
-    fn on_echo(&mut self, cmd: &Command, cx: &mut Ctx<'_>) {
+    fn on_echo(&mut self, cmd: &Command, cx: &mut Ctx<'_, '_>) {
         self.send(cx.out, messages::echo(cmd.args.clone()), Kind::Event);
     }
 
-    fn run_pending_refresh(&mut self, cx: &mut Ctx<'_>) {
+    fn run_pending_refresh(&mut self, cx: &mut Ctx<'_, '_>) {
         if std::mem::take(&mut self.refresh_pending) {
             self.refresh_burst(cx);
         }
@@ -218,7 +218,7 @@ impl crate::link::Session for Session {
         Box::new(LineReader::new(MAX_LINE))
     }
 
-    fn attach(&mut self, now: Duration, out: &mut Outbound, svc: &mut Services) {
+    fn attach(&mut self, now: Duration, out: &mut Outbound<'_>, svc: &mut Services) {
         self.queued_upto = 0;
         let c = &svc.cfg;
         self.sched = Some(schedule::for_config(now, c));
@@ -233,7 +233,7 @@ impl crate::link::Session for Session {
         self.refresh_pending = false;
     }
 
-    fn frame(&mut self, frame: Frame<'_>, out: &mut Outbound, svc: &mut Services) {
+    fn frame(&mut self, frame: Frame<'_>, out: &mut Outbound<'_>, svc: &mut Services) {
         match frame {
             Frame::Oversize => {
                 log::warn!("discarding an inbound line longer than {MAX_LINE} bytes");
@@ -245,7 +245,7 @@ impl crate::link::Session for Session {
         }
     }
 
-    fn timer(&mut self, now: Duration, out: &mut Outbound, svc: &mut Services) {
+    fn timer(&mut self, now: Duration, out: &mut Outbound<'_>, svc: &mut Services) {
         let due = match &mut self.sched {
             Some(s) => s.take_due(now),
             None => return,
@@ -260,7 +260,7 @@ impl crate::link::Session for Session {
         self.sched.as_ref().and_then(Schedule::next_deadline)
     }
 
-    fn end_of_turn(&mut self, out: &mut Outbound, svc: &mut Services) {
+    fn end_of_turn(&mut self, out: &mut Outbound<'_>, svc: &mut Services) {
         let cx = &mut Ctx { out, svc };
         self.run_pending_refresh(cx);
         self.pump_outbox(cx);
@@ -270,7 +270,7 @@ impl crate::link::Session for Session {
         self.refresh_pending = true;
     }
 
-    fn notice(&mut self, notice: Notice, out: &mut Outbound, svc: &mut Services) {
+    fn notice(&mut self, notice: Notice, out: &mut Outbound<'_>, svc: &mut Services) {
         match notice {
             Notice::Done { to, action, result } => {
                 Session::answer(out, to.id.as_deref(), &action, result);
@@ -286,8 +286,121 @@ impl crate::link::Session for Session {
         }
     }
 
-    fn stopping(&mut self, out: &mut Outbound) {
+    fn stopping(&mut self, out: &mut Outbound<'_>) {
         let msg = Message::bare("session-shutdown");
         out.push(msg.name, Kind::Event, msg.encode());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::kv::keeper::Keeper;
+    use crate::link::Session as _;
+    use crate::proto::queue::OutQueue;
+    use serde_json::json;
+
+    /// Services over the fixture root, with no store.
+    fn services() -> Services {
+        let cfg = Config {
+            root: crate::facts::fixtures().join("agent-root"),
+            ..Config::default()
+        };
+        Services::new(cfg, Keeper::default())
+    }
+
+    /// Everything queued, as JSON values.
+    fn sent(q: &mut OutQueue) -> Vec<Value> {
+        let mut bytes = Vec::new();
+        q.flush_to(&mut bytes).unwrap();
+        bytes
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect()
+    }
+
+    fn names(v: &[Value]) -> Vec<&str> {
+        v.iter().map(|m| m["__name__"].as_str().unwrap()).collect()
+    }
+
+    #[test]
+    fn attach_queues_the_startup_burst_in_reference_order() {
+        let (mut q, mut rejected, mut svc) = (OutQueue::default(), 0, services());
+        let mut s = Session::new(0);
+        s.attach(
+            Duration::ZERO,
+            &mut Outbound::new(&mut q, &mut rejected, true),
+            &mut svc,
+        );
+        let burst = sent(&mut q);
+        assert_eq!(
+            names(&burst),
+            [
+                "session-startup",
+                "host-name",
+                "os-version",
+                "network-interfaces",
+                "active-user",
+                "applications",
+                "fqdn"
+            ]
+        );
+        assert!(s.deadline().is_some(), "the schedule runs while attached");
+        s.detach();
+        assert_eq!(s.deadline(), None);
+    }
+
+    #[test]
+    fn commands_are_answered_through_the_links_queue_only_while_attached() {
+        let (mut q, mut rejected, mut svc) = (OutQueue::default(), 0, services());
+        let mut s = Session::new(0);
+        let echo = br#"{"__name__": "echo", "x": 1}"#;
+        let mut out = Outbound::new(&mut q, &mut rejected, false);
+        s.frame(Frame::Line(echo), &mut out, &mut svc);
+        assert!(sent(&mut q).is_empty(), "nothing is queued while detached");
+        let mut out = Outbound::new(&mut q, &mut rejected, true);
+        s.frame(Frame::Line(echo), &mut out, &mut svc);
+        s.frame(
+            Frame::Line(br#"{"__name__": "no-such-command"}"#),
+            &mut out,
+            &mut svc,
+        );
+        let get = br#"{"__name__": "get-param", "key": "k", "reply_id": "g"}"#;
+        s.frame(Frame::Line(get), &mut out, &mut svc);
+        let got = sent(&mut q);
+        assert_eq!(got[0], json!({"__name__": "echo", "x": 1}));
+        assert_eq!(got[1]["__name__"], "completion");
+        assert_eq!(got[1]["reply_id"], "g");
+        assert_eq!(got[1]["done"], false);
+        assert!(
+            got[1]["error"]
+                .as_str()
+                .unwrap()
+                .contains("store is unavailable")
+        );
+        assert_eq!(got.len(), 2);
+    }
+
+    #[test]
+    fn notices_for_the_link_are_answered_as_completions() {
+        let (mut q, mut rejected, mut svc) = (OutQueue::default(), 0, services());
+        let mut s = Session::new(3);
+        let to = Requester {
+            link: 3,
+            id: Some("r1".into()),
+        };
+        let mut out = Outbound::new(&mut q, &mut rejected, true);
+        s.notice(Notice::ShuttingDown { to: to.clone() }, &mut out, &mut svc);
+        let done = Notice::Done {
+            to,
+            action: "shutdown".into(),
+            result: Err("no power-off method".into()),
+        };
+        s.notice(done, &mut out, &mut svc);
+        let got = sent(&mut q);
+        assert_eq!(names(&got), ["session-shutdown", "completion"]);
+        assert_eq!(got[1]["error"], "no power-off method");
     }
 }

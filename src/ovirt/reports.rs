@@ -23,7 +23,7 @@ pub struct Seen {
 
 impl Session {
     /// The start-up burst, in the reference order (§2.1).
-    pub(super) fn startup_burst(&mut self, cx: &mut Ctx<'_>) {
+    pub(super) fn startup_burst(&mut self, cx: &mut Ctx<'_, '_>) {
         self.send(cx.out, Message::bare("session-startup"), Kind::Event);
         self.send_host_name(cx);
         self.send_os_version(cx);
@@ -36,7 +36,7 @@ impl Session {
     }
 
     /// The refresh burst, in the reference order (§2.1); no heartbeat, no number-of-cpus.
-    pub(super) fn refresh_burst(&mut self, cx: &mut Ctx<'_>) {
+    pub(super) fn refresh_burst(&mut self, cx: &mut Ctx<'_, '_>) {
         self.send(cx.out, Message::bare("session-startup"), Kind::Event);
         self.check_users(true, cx);
         self.send_applications(cx);
@@ -50,7 +50,7 @@ impl Session {
     }
 
     /// One periodic task that fell due.
-    pub(super) fn run_task(&mut self, task: Task, cx: &mut Ctx<'_>) {
+    pub(super) fn run_task(&mut self, task: Task, cx: &mut Ctx<'_, '_>) {
         match task {
             Task::Heartbeat => self.send_heartbeat(cx),
             Task::Users => self.check_users(false, cx),
@@ -66,7 +66,7 @@ impl Session {
         }
     }
 
-    fn send_heartbeat(&mut self, cx: &mut Ctx<'_>) {
+    fn send_heartbeat(&mut self, cx: &mut Ctx<'_, '_>) {
         let root = &cx.svc.cfg.root;
         let mem = match memory::read_meminfo(root) {
             Ok(m) => {
@@ -109,7 +109,7 @@ impl Session {
     /// Sends the report `build` makes of a fact that was read, or notes why it was not.
     fn report<T>(
         &self,
-        cx: &mut Ctx<'_>,
+        cx: &mut Ctx<'_, '_>,
         source: &'static str,
         read: Result<T, facts::Error>,
         build: impl FnOnce(&T) -> Message,
@@ -123,23 +123,23 @@ impl Session {
         }
     }
 
-    fn send_host_name(&mut self, cx: &mut Ctx<'_>) {
+    fn send_host_name(&mut self, cx: &mut Ctx<'_, '_>) {
         let read = hostname::read_hostname(&cx.svc.cfg.root);
         self.report(cx, "host-name", read, |h| messages::host_name(h));
     }
 
-    fn send_fqdn(&mut self, cx: &mut Ctx<'_>) {
+    fn send_fqdn(&mut self, cx: &mut Ctx<'_, '_>) {
         let root = &cx.svc.cfg.root;
         let read = hostname::read_hostname(root).map(|h| hostname::read_fqdn(root, &h));
         self.report(cx, "fqdn", read, |f| messages::fqdn(f));
     }
 
-    fn send_os_version(&mut self, cx: &mut Ctx<'_>) {
+    fn send_os_version(&mut self, cx: &mut Ctx<'_, '_>) {
         let read = hostname::read_os_release_kernel(&cx.svc.cfg.root);
         self.report(cx, "os-version", read, |v| messages::os_version(v));
     }
 
-    fn send_os_info(&mut self, cx: &mut Ctx<'_>) {
+    fn send_os_info(&mut self, cx: &mut Ctx<'_, '_>) {
         if self.api_version < wire::min_api_version("os-info") {
             return;
         }
@@ -159,7 +159,7 @@ impl Session {
         self.send(cx.out, messages::os_info(&info), Kind::Report);
     }
 
-    fn send_timezone(&mut self, cx: &mut Ctx<'_>) {
+    fn send_timezone(&mut self, cx: &mut Ctx<'_, '_>) {
         if self.api_version < wire::min_api_version("timezone") {
             return;
         }
@@ -167,7 +167,7 @@ impl Session {
         self.send(cx.out, messages::timezone(&tz), Kind::Report);
     }
 
-    fn send_network_interfaces(&mut self, cx: &mut Ctx<'_>) {
+    fn send_network_interfaces(&mut self, cx: &mut Ctx<'_, '_>) {
         let ifaces = match net::read_interfaces(&cx.svc.cfg.root) {
             Ok(n) => n,
             Err(e) => return cx.svc.health.failed("network-interfaces", &e),
@@ -187,14 +187,14 @@ impl Session {
         self.send(cx.out, messages::network_interfaces(&list), Kind::Report);
     }
 
-    fn send_applications(&mut self, cx: &mut Ctx<'_>) {
+    fn send_applications(&mut self, cx: &mut Ctx<'_, '_>) {
         let read = apps::read_applications(&cx.svc.cfg.root, &cx.svc.cfg.applications);
         self.report(cx, "applications", read, |list| {
             messages::applications(list)
         });
     }
 
-    pub(super) fn send_number_of_cpus(&mut self, cx: &mut Ctx<'_>) {
+    pub(super) fn send_number_of_cpus(&mut self, cx: &mut Ctx<'_, '_>) {
         let count = match cpus::read_online_count(&cx.svc.cfg.root) {
             Ok(n) => {
                 cx.svc.health.ok("number-of-cpus");
@@ -208,7 +208,7 @@ impl Session {
         self.send(cx.out, messages::number_of_cpus(count), Kind::Report);
     }
 
-    fn send_disks_usage(&mut self, cx: &mut Ctx<'_>) {
+    fn send_disks_usage(&mut self, cx: &mut Ctx<'_, '_>) {
         let cfg = &cx.svc.cfg;
         let list = match disks::read_filesystems(&cfg.root, &cfg.ignored_fs) {
             Ok(l) => l,
@@ -230,7 +230,7 @@ impl Session {
 
     /// Reads utmp; sends `session-logon`/`session-logoff` for users who came or went since the
     /// last check, and `active-user` when it changed (or always, when `force`).
-    fn check_users(&mut self, force: bool, cx: &mut Ctx<'_>) {
+    fn check_users(&mut self, force: bool, cx: &mut Ctx<'_, '_>) {
         let root = &cx.svc.cfg.root;
         let sessions = match users::read_sessions(root) {
             Ok(s) => users::live_sessions(root, s),
@@ -255,7 +255,7 @@ impl Session {
     }
 
     /// The built-in log-off ended the active user's sessions: say so.
-    pub(super) fn logged_off(&mut self, cx: &mut Ctx<'_>) {
+    pub(super) fn logged_off(&mut self, cx: &mut Ctx<'_, '_>) {
         let msg = messages::active_user("None");
         cx.out.push(msg.name, Kind::Report, msg.encode());
         let msg = Message::bare("session-logoff");
