@@ -215,6 +215,8 @@ impl Peer {
                 {
                     return None;
                 }
+                // A signal to the test process (a child exiting) interrupts the read: retry.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => panic!("reading from guestd: {e}"),
             }
         }
