@@ -45,9 +45,13 @@ pub enum ReadEnd {
 /// `limit` plus one read.
 #[derive(Debug)]
 pub struct LineReader {
+    /// Input in `buf[start..end]`; the rest of `buf` is initialised room for the next read,
+    /// so a read never has to zero-fill its buffer again.
     buf: Vec<u8>,
     /// Start of the first unserved byte.
     start: usize,
+    /// End of the buffered input.
+    end: usize,
     /// Bytes before this offset are known to hold no newline.
     scanned: usize,
     limit: usize,
@@ -60,6 +64,7 @@ impl LineReader {
         LineReader {
             buf: Vec::new(),
             start: 0,
+            end: 0,
             scanned: 0,
             limit,
             skipping: false,
@@ -70,25 +75,35 @@ impl LineReader {
     pub fn reset(&mut self) {
         self.buf = Vec::new();
         self.start = 0;
+        self.end = 0;
         self.scanned = 0;
         self.skipping = false;
     }
 
     /// Whether unserved input is buffered (complete lines may be among it).
     pub fn has_input(&self) -> bool {
-        self.scanned < self.buf.len()
+        self.scanned < self.end
+    }
+
+    /// Makes room for `n` more bytes after the buffered input.
+    fn reserve(&mut self, n: usize) {
+        if self.buf.len() < self.end + n {
+            self.buf.resize(self.end + n, 0);
+        }
     }
 
     /// Appends `data` to the buffered input.
     pub fn push(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
+        self.reserve(data.len());
+        self.buf[self.end..self.end + data.len()].copy_from_slice(data);
+        self.end += data.len();
     }
 
     /// The next complete line (or over-long line report), if the buffered input holds one.
     pub fn next_frame(&mut self) -> Option<Frame<'_>> {
         loop {
             let from = self.scanned;
-            let Some(i) = self.buf[from..].iter().position(|&b| b == b'\n') else {
+            let Some(i) = self.buf[from..self.end].iter().position(|&b| b == b'\n') else {
                 return self.no_newline();
             };
             let end = from + i;
@@ -108,17 +123,18 @@ impl LineReader {
     /// No newline in the rest of the buffer: keep the partial line (compacted), or report
     /// and drop it when it is over the limit.
     fn no_newline(&mut self) -> Option<Frame<'static>> {
-        let partial = self.buf.len() - self.start;
+        let partial = self.end - self.start;
         let oversize = !self.skipping && partial > self.limit;
         if self.skipping || oversize {
             self.skipping = true;
-            self.buf.clear();
+            self.end = 0;
         } else {
-            self.buf.drain(..self.start);
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end = partial;
         }
         self.start = 0;
-        self.scanned = self.buf.len();
-        if self.buf.is_empty() && self.buf.capacity() > KEEP_CAPACITY {
+        self.scanned = self.end;
+        if self.end == 0 && self.buf.len() > KEEP_CAPACITY {
             self.buf = Vec::new();
         }
         oversize.then_some(Frame::Oversize)
@@ -134,16 +150,15 @@ impl LineReader {
 
     /// One read(2) from `src` into the buffer. Interrupted reads are retried.
     pub fn fill_from<R: Read>(&mut self, src: &mut R) -> io::Result<Fill> {
-        let old = self.buf.len();
-        self.buf.resize(old + READ_CHUNK, 0);
+        self.reserve(READ_CHUNK);
+        let room = &mut self.buf[self.end..self.end + READ_CHUNK];
         let got = loop {
-            match src.read(&mut self.buf[old..]) {
+            match src.read(room) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 r => break r,
             }
         };
-        let n = *got.as_ref().unwrap_or(&0);
-        self.buf.truncate(old + n);
+        self.end += *got.as_ref().unwrap_or(&0);
         match got {
             Ok(0) => Ok(Fill::Eof),
             Ok(n) => Ok(Fill::Data(n)),
