@@ -25,6 +25,8 @@ use crate::ovirt;
 use crate::services::{LinkId, Services};
 use crate::sys::{self, POLLIN, Signal, SignalFd, TimerFd};
 
+/// Rounds of notice routing and link work per loop turn.
+const ROUNDS_PER_TURN: usize = 4;
 /// How long the agent tries to deliver its goodbye (`session-shutdown`) before exiting.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
 
@@ -83,6 +85,7 @@ pub fn run(cfg: Config) -> Result<(), Error> {
         Signal::Int,
         Signal::Hup,
         Signal::Io,
+        Signal::PortIo,
         Signal::Child,
     ])
     .map_err(sys_err("creating the signalfd"))?;
@@ -174,8 +177,8 @@ impl Agent {
     /// One poll(2) and the handling of what it reported.
     fn turn(&mut self) -> Result<(), Error> {
         let (mut fds, tokens) = self.table();
-        // Frames a link could serve now are not announced by any descriptor.
-        let busy = self.links.iter().any(Link::has_work);
+        // Frames a link could serve now, and work that ended, are announced by no descriptor.
+        let busy = self.links.iter().any(Link::has_work) || self.svc.has_notices();
         let timeout = busy.then_some(Duration::ZERO);
         sys::poll(&mut fds, timeout).map_err(sys_err("poll"))?;
         for (p, &token) in fds.iter().zip(&tokens) {
@@ -202,6 +205,23 @@ impl Agent {
     /// Routes finished work to the links that asked, lets each link finish its turn, and
     /// arms the timer for the earliest deadline.
     fn end_of_turn(&mut self) -> Result<(), Error> {
+        // Serving buffered frames may finish more work at once (a hook job with no program to
+        // run, a refusal): go round until nothing is left, a bounded number of times; what
+        // is still left then makes the next poll return at once.
+        for _ in 0..ROUNDS_PER_TURN {
+            self.route_notices();
+            for link in &mut self.links {
+                link.end_of_turn(&mut self.svc);
+            }
+            if !self.svc.has_notices() {
+                break;
+            }
+        }
+        self.rearm()
+    }
+
+    /// Hands finished work to the links that asked for it.
+    fn route_notices(&mut self) {
         self.svc.hooks_finished();
         for notice in std::mem::take(&mut self.svc.notices) {
             match self.links.get_mut(notice.link()) {
@@ -209,10 +229,6 @@ impl Agent {
                 None => log::warn!("dropping a notice for unknown link {}", notice.link()),
             }
         }
-        for link in &mut self.links {
-            link.end_of_turn(&mut self.svc);
-        }
-        self.rearm()
     }
 
     fn on_signals(&mut self) {
@@ -230,9 +246,9 @@ impl Agent {
                     self.stop = true;
                 }
                 Signal::Hup => self.links.iter_mut().for_each(Link::refresh),
-                // Resolved to the detached virtio link it concerns (all of them when the
-                // kernel did not say which descriptor).
-                Signal::Io => {
+                // A port's signal goes to the detached virtio link whose port it names;
+                // plain SIGIO (the real-time queue overflowed) to every detached one.
+                Signal::PortIo | Signal::Io => {
                     for link in &mut self.links {
                         link.on_sigio(fd, &mut self.svc);
                     }
@@ -250,6 +266,9 @@ impl Agent {
         self.armed = None;
         let now = sys::monotonic_now();
         self.svc.on_timer(now);
+        // What the services' deadlines ended (a grace period) goes out before the links'
+        // periodic reports of the same tick.
+        self.route_notices();
         for link in &mut self.links {
             link.on_timer(now, &mut self.svc);
         }

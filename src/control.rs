@@ -53,6 +53,11 @@ impl Client {
 
     /// Serves buffered requests while the answers waiting are below the high-water mark.
     fn serve(&mut self, serve: &mut dyn FnMut(Op) -> Value) {
+        // What the peer has read is gone: the buffer holds only unread answers.
+        if self.written > 0 {
+            self.out.drain(..self.written);
+            self.written = 0;
+        }
         while self.pending() < OUT_HIGH_WATER {
             let response = match self.reader.next_frame() {
                 None => return,

@@ -229,6 +229,11 @@ impl<F> Runner<F> {
         self.advance();
     }
 
+    /// Whether a job finished that `take_finished` has not handed out yet.
+    pub fn has_finished(&self) -> bool {
+        !self.finished.is_empty()
+    }
+
     /// The jobs whose every program has finished, each with its own follow-up, in the order
     /// they finished (which, in one runner, is the order they were submitted).
     pub fn take_finished(&mut self) -> Vec<Finished<F>> {

@@ -354,11 +354,12 @@ impl Link {
         }
     }
 
-    /// Serves buffered frames while the queue has room; true when it stopped because the
-    /// queue is over its high-water mark.
-    fn serve(&mut self, svc: &mut Services) -> bool {
+    /// Serves buffered frames while the queue has room (all of them when `all`: the host has
+    /// gone, and what it sent is still carried out); true when it stopped because the queue
+    /// is over its high-water mark.
+    fn serve(&mut self, all: bool, svc: &mut Services) -> bool {
         loop {
-            if self.throttled() {
+            if !all && self.throttled() {
                 return true;
             }
             match self.framer.next_frame() {
@@ -377,37 +378,38 @@ impl Link {
         if self.channel.conn_fd() != Some(fd) {
             return;
         }
+        // A host that hung up reads no more replies, but what it sent before is still carried
+        // out (a set-param, say), whatever the queue holds: read on to the end of its input.
         let gone = revents & (POLLHUP | POLLERR | POLLNVAL) != 0;
+        if revents & POLLIN == 0 && !gone {
+            return;
+        }
         let mut drained = false;
-        if revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL) != 0 {
-            for _ in 0..READS_PER_WAKEUP {
-                if self.serve(svc) {
+        for _ in 0..READS_PER_WAKEUP {
+            if self.serve(gone, svc) {
+                break;
+            }
+            let Some(conn) = self.channel.conn_mut() else {
+                return;
+            };
+            match self.framer.fill_from(conn) {
+                Ok(Fill::Data(_)) => {}
+                Ok(Fill::WouldBlock) => {
+                    drained = true;
                     break;
                 }
-                let Some(conn) = self.channel.conn_mut() else {
-                    return;
-                };
-                match self.framer.fill_from(conn) {
-                    Ok(Fill::Data(_)) => {}
-                    Ok(Fill::WouldBlock) => {
-                        drained = true;
-                        break;
-                    }
-                    Ok(Fill::Eof) => {
-                        // What the host sent before it left is still carried out (a
-                        // set-param, say); the replies go nowhere.
-                        while let Some(frame) = self.framer.next_frame() {
-                            let mut out = outbound!(self);
-                            self.session.frame(frame, &mut out, svc);
-                        }
-                        return self.detach("end of stream", false, svc);
-                    }
-                    Err(e) => return self.detach(&format!("read error: {e}"), true, svc),
+                Ok(Fill::Eof) => {
+                    self.serve(true, svc);
+                    return self.detach("end of stream", false, svc);
+                }
+                Err(e) => {
+                    self.serve(true, svc);
+                    return self.detach(&format!("read error: {e}"), true, svc);
                 }
             }
-            self.serve(svc);
         }
-        if gone && (drained || self.throttled()) {
+        self.serve(gone, svc);
+        if gone && drained {
             // A virtio port reads 0 when its host is gone, so EAGAIN after POLLHUP means the
             // host came back between poll and read: stay attached.
             let back = self.channel.is_virtio() && self.channel.host_connected().unwrap_or(false);
@@ -425,7 +427,7 @@ impl Link {
         }
         self.session_turn(svc);
         self.flush(svc);
-        if self.is_attached() && self.framer.has_input() && !self.serve(svc) {
+        if self.is_attached() && self.framer.has_input() && !self.serve(false, svc) {
             self.session_turn(svc);
             self.flush(svc);
         }

@@ -3,7 +3,7 @@
 //! power-off or reboot trying its methods in turn, a log-off waiting to SIGKILL what SIGHUP
 //! left alive; and the direct writes for hibernation and CPU hot-plug. None blocks the loop
 //! but the two sysfs writes named in docs/DESIGN.md: grace periods and the kill delay are
-//! timer deadlines, and power commands run in the urgent hook lane. Each state machine
+//! timer deadlines, and power commands run in a hook lane of their own. Each state machine
 //! carries the `Requester` it answers when it ends (its completion token).
 
 use std::collections::VecDeque;
@@ -66,17 +66,21 @@ fn done(notices: &mut Vec<Notice>, to: Requester, action: &str, result: Result<(
 
 impl Power {
     /// Schedules a power-off or reboot after `req.grace`, telling logged-in terminals. A
-    /// newer request replaces a pending one (which is answered as replaced).
-    pub fn shutdown(&mut self, req: &Shutdown, to: Requester, root: &Path, n: &mut Vec<Notice>) {
+    /// newer request replaces a pending one, whose requester is returned to be answered as
+    /// replaced. `Err` refuses the request at once.
+    pub fn shutdown(
+        &mut self,
+        req: &Shutdown,
+        to: Requester,
+        root: &Path,
+    ) -> Result<Option<Requester>, String> {
         if self.run.is_some() {
-            let e = "a power-off or reboot is already under way";
-            return done(n, to, "shutdown", Err(e.into()));
+            return Err("a power-off or reboot is already under way".into());
         }
-        if let Some(old) = self.shutdown.take() {
+        let replaced = self.shutdown.take().map(|old| {
             log::info!("shutdown: a new request replaces the pending one");
-            let e = "replaced by a later shutdown request";
-            done(n, old.to, "shutdown", Err(e.into()));
-        }
+            old.to
+        });
         log::info!(
             "shutdown requested: {} in {} s",
             if req.reboot { "reboot" } else { "power-off" },
@@ -88,18 +92,15 @@ impl Power {
             reboot: req.reboot,
             to,
         });
+        Ok(replaced)
     }
 
     /// Ends the active user's sessions (the built-in log-off, when no hook is installed):
-    /// SIGHUP to each session leader's group now, SIGKILL after `LOGOFF_GRACE`.
-    pub fn log_off(&mut self, to: Requester, root: &Path, n: &mut Vec<Notice>) {
+    /// SIGHUP to each session leader's group now, SIGKILL after `LOGOFF_GRACE` (then a
+    /// `LoggedOff` notice). `Err` refuses the request at once.
+    pub fn log_off(&mut self, to: Requester, root: &Path) -> Result<(), String> {
         if self.logoff.is_some() {
-            return done(
-                n,
-                to,
-                "log-off",
-                Err("a log-off is already under way".into()),
-            );
+            return Err("a log-off is already under way".into());
         }
         let sessions = users::read_sessions(root).unwrap_or_default();
         let sessions = users::live_sessions(root, sessions);
@@ -107,7 +108,7 @@ impl Power {
         let logged_in = users::logged_in_users(&sessions);
         let Some(active) = logged_in.iter().min().cloned() else {
             log::info!("log-off: nothing to do (no user session)");
-            return done(n, to, "log-off", Err("no user session to end".into()));
+            return Err("no user session to end".into());
         };
         let leaders: Vec<i32> = sessions
             .iter()
@@ -119,7 +120,7 @@ impl Power {
             .collect();
         if leaders.is_empty() {
             log::info!("log-off: nothing to do (no user session)");
-            return done(n, to, "log-off", Err("no user session to end".into()));
+            return Err("no user session to end".into());
         }
         log::info!("log-off: ending the sessions of '{active}'");
         for &pid in &leaders {
@@ -132,6 +133,7 @@ impl Power {
             leaders,
             to,
         });
+        Ok(())
     }
 
     /// Timer work: the end of a grace period, the log-off kill.
@@ -225,9 +227,10 @@ impl Power {
                         timeout: POWER_COMMAND_TIMEOUT,
                         ends: None,
                     };
-                    match hooks.submit(Lane::Urgent, job, Followup::Power) {
+                    // The power lane holds one job, and one power-off runs at a time.
+                    match hooks.submit(Lane::Power, job, Followup::Power) {
                         Ok(()) => return,
-                        Err(_) => run.errors.push("the urgent hook lane is full".into()),
+                        Err(_) => run.errors.push("a power command is already running".into()),
                     }
                 }
                 PowerStep::SignalInit(sig) => match sys::signal(1, sig) {

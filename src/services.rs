@@ -68,80 +68,108 @@ impl Notice {
 }
 
 /// The lane a hook job runs in. Each lane runs one program at a time; what the host waits
-/// for with a deadline (lifecycle events, hibernation, power-off: VDSM gives 10 s) never
-/// queues behind slow param or desktop hooks.
+/// for with a deadline (lifecycle events, hibernation: VDSM gives 10 s) never queues behind
+/// slow param or desktop hooks, and a power-off command queues behind nothing (the power
+/// state machine runs one at a time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
     Normal,
     Urgent,
+    Power,
 }
 
-/// The two hook lanes.
-#[derive(Default)]
+/// The three hook lanes.
 pub struct Hooks {
     normal: Runner<Followup>,
     urgent: Runner<Followup>,
+    power: Runner<Followup>,
+}
+
+impl Default for Hooks {
+    fn default() -> Hooks {
+        Hooks {
+            normal: Runner::new(),
+            urgent: Runner::new(),
+            power: Runner::with_limit(1),
+        }
+    }
 }
 
 impl Hooks {
-    fn lane(&mut self, lane: Lane) -> &mut Runner<Followup> {
+    fn lane(&self, lane: Lane) -> &Runner<Followup> {
+        match lane {
+            Lane::Normal => &self.normal,
+            Lane::Urgent => &self.urgent,
+            Lane::Power => &self.power,
+        }
+    }
+
+    fn lane_mut(&mut self, lane: Lane) -> &mut Runner<Followup> {
         match lane {
             Lane::Normal => &mut self.normal,
             Lane::Urgent => &mut self.urgent,
+            Lane::Power => &mut self.power,
         }
+    }
+
+    fn all_mut(&mut self) -> [&mut Runner<Followup>; 3] {
+        [&mut self.normal, &mut self.urgent, &mut self.power]
     }
 
     /// Whether `lane` takes another job.
     pub fn has_room(&self, lane: Lane) -> bool {
-        match lane {
-            Lane::Normal => !self.normal.is_full(),
-            Lane::Urgent => !self.urgent.is_full(),
-        }
+        !self.lane(lane).is_full()
+    }
+
+    /// Whether a job finished that `take_finished` has not handed out.
+    fn has_finished(&self) -> bool {
+        [&self.normal, &self.urgent, &self.power]
+            .iter()
+            .any(|r| r.has_finished())
     }
 
     /// Queues `job` in `lane`; a full lane gives the follow-up back, for the refusal.
     pub fn submit(&mut self, lane: Lane, job: Job, then: Followup) -> Result<(), Followup> {
-        self.lane(lane).submit(job, then).map_err(|r| r.then)
+        self.lane_mut(lane).submit(job, then).map_err(|r| r.then)
     }
 
     pub fn poll_fds(&self, out: &mut Vec<(RawFd, i16)>) {
         out.extend(self.normal.poll_fds());
         out.extend(self.urgent.poll_fds());
+        out.extend(self.power.poll_fds());
     }
 
     /// poll(2) reported `revents` on `fd`; each runner ignores descriptors not its own.
     pub fn on_ready(&mut self, fd: RawFd, revents: i16) {
-        self.normal.on_ready(fd, revents);
-        self.urgent.on_ready(fd, revents);
+        self.all_mut()
+            .into_iter()
+            .for_each(|r| r.on_ready(fd, revents));
     }
 
     pub fn on_sigchld(&mut self) {
-        self.normal.on_sigchld();
-        self.urgent.on_sigchld();
+        self.all_mut().into_iter().for_each(Runner::on_sigchld);
     }
 
     pub fn on_timer(&mut self, now: Duration) {
-        self.normal.on_timer(now);
-        self.urgent.on_timer(now);
+        self.all_mut().into_iter().for_each(|r| r.on_timer(now));
     }
 
     pub fn deadline(&self) -> Option<Duration> {
-        [self.normal.next_deadline(), self.urgent.next_deadline()]
-            .into_iter()
-            .flatten()
+        [&self.normal, &self.urgent, &self.power]
+            .iter()
+            .filter_map(|r| r.next_deadline())
             .min()
     }
 
-    /// Finished jobs of both lanes: each follow-up with its label and outcomes.
+    /// Finished jobs of every lane: each follow-up with its label and outcomes.
     fn take_finished(&mut self) -> Vec<(Followup, String, Vec<Outcome>)> {
         let mut done = Vec::new();
-        for f in self
-            .normal
-            .take_finished()
-            .into_iter()
-            .chain(self.urgent.take_finished())
-        {
-            done.push((f.then, f.label, f.outcomes));
+        for r in self.all_mut() {
+            done.extend(
+                r.take_finished()
+                    .into_iter()
+                    .map(|f| (f.then, f.label, f.outcomes)),
+            );
         }
         done
     }
@@ -255,6 +283,11 @@ impl Services {
                     .command_done(result, &self.cfg, &mut self.hooks, &mut self.notices);
             }
         }
+    }
+
+    /// Whether work ended that the links have not heard of yet.
+    pub fn has_notices(&self) -> bool {
+        !self.notices.is_empty() || self.hooks.has_finished()
     }
 
     /// Timer work: hook timeouts, power deadlines, batched delivery records.

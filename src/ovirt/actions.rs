@@ -48,9 +48,14 @@ pub(super) fn shutdown(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) {
     match actions::parse_shutdown(&cmd.args) {
         Ok(req) => {
             let svc = &mut *cx.svc;
-            let to = s.requester(cmd);
-            svc.power
-                .shutdown(&req, to, &svc.cfg.root, &mut svc.notices);
+            match svc.power.shutdown(&req, s.requester(cmd), &svc.cfg.root) {
+                Ok(Some(old)) => {
+                    let e = "replaced by a later shutdown request";
+                    Session::answer(cx.out, old.id.as_deref(), "shutdown", Err(e.into()));
+                }
+                Ok(None) => {}
+                Err(e) => answer(cmd, "shutdown", Err(e), cx),
+            }
         }
         Err(e) => answer(cmd, "shutdown", Err(e), cx),
     }
@@ -101,8 +106,9 @@ pub(super) fn log_off(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) {
     }
     // Built in: end the active user's sessions.
     let svc = &mut *cx.svc;
-    svc.power
-        .log_off(s.requester(cmd), &svc.cfg.root, &mut svc.notices);
+    if let Err(e) = svc.power.log_off(s.requester(cmd), &svc.cfg.root) {
+        answer(cmd, "log-off", Err(e), cx);
+    }
 }
 
 pub(super) fn lifecycle_event(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) {

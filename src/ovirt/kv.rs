@@ -13,8 +13,9 @@ use crate::hooks::{self, Job};
 use crate::kv::{Entry, Origin, Record};
 use crate::services::{Followup, Lane};
 
-/// Outbox messages are queued for the host while its queue holds less than this.
-const OUTBOX_WINDOW: usize = 256 * 1024;
+/// Outbox messages are queued for the host while its queue holds less than this: half the
+/// high-water mark, so a backlog never stops the link from reading the host's commands.
+const OUTBOX_WINDOW: usize = crate::proto::queue::HIGH_WATER / 2;
 
 /// A string argument of `cmd`.
 fn arg<'a>(cmd: &'a Command, k: &str) -> Result<&'a str, String> {
@@ -32,7 +33,15 @@ fn run(
     f: fn(&mut Session, &Command, &mut Ctx<'_, '_>) -> Result<(), String>,
 ) {
     let result = f(s, cmd, cx);
-    Session::answer(cx.out, super::reply_id(cmd).as_deref(), &cmd.name, result);
+    match super::reply_id(cmd) {
+        Some(id) => Session::answer(cx.out, Some(&id), &cmd.name, result),
+        // Without a reply_id only a refusal is worth a log line.
+        None => {
+            if let Err(e) = result {
+                log::warn!("{} refused: {e}", cmd.name);
+            }
+        }
+    }
 }
 
 pub(super) fn set_param(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) {

@@ -125,7 +125,7 @@ impl Session {
             }
             None => match result {
                 Ok(()) => log::info!("{action}: done"),
-                Err(e) => log::warn!("{action} refused: {e}"),
+                Err(e) => log::warn!("{action}: {e}"),
             },
         }
     }

@@ -86,6 +86,9 @@ pub struct OutQueue {
     reports: VecDeque<u64>,
     /// The id of the newest queued report of each name (a handful of names: a list).
     latest: Vec<(&'static str, u64)>,
+    /// Dead items still in `items`: compacted away when they outnumber the live ones, so a
+    /// head the host never reads cannot make them pile up.
+    dead: usize,
 }
 
 impl Default for OutQueue {
@@ -107,6 +110,7 @@ impl OutQueue {
             heartbeats: VecDeque::new(),
             reports: VecDeque::new(),
             latest: Vec::new(),
+            dead: 0,
         }
     }
 
@@ -140,7 +144,35 @@ impl OutQueue {
         it.live = false;
         self.bytes -= it.bytes.len();
         it.bytes = Vec::new();
+        self.dead += 1;
         Some(it.name)
+    }
+
+    /// Drops dead items once they outnumber the live ones (O(n) after at least n/2 kills:
+    /// amortised O(1)), renumbering the live ones from `base` and rebuilding the indexes.
+    fn compact(&mut self) {
+        if self.dead <= 64 || self.dead <= self.items.len() - self.dead {
+            return;
+        }
+        self.items.retain(|it| it.live);
+        self.dead = 0;
+        self.heartbeats.clear();
+        self.reports.clear();
+        self.latest.clear();
+        for (i, it) in self.items.iter().enumerate() {
+            let id = self.base + i as u64;
+            match it.kind {
+                Kind::Heartbeat => self.heartbeats.push_back(id),
+                Kind::Report => {
+                    self.reports.push_back(id);
+                    match self.latest.iter_mut().find(|(n, _)| *n == it.name) {
+                        Some(entry) => entry.1 = id,
+                        None => self.latest.push((it.name, id)),
+                    }
+                }
+                Kind::Event | Kind::Durable => {}
+            }
+        }
     }
 
     /// Queues a durable message from the outbox, tagged with its sequence number.
@@ -161,6 +193,7 @@ impl OutQueue {
 
     /// Queues one encoded message.
     pub fn push(&mut self, name: &'static str, kind: Kind, bytes: Vec<u8>) -> Push {
+        self.compact();
         let id = self.base + self.items.len() as u64;
         // A newer report of the same fact makes a queued, unsent one stale.
         if kind == Kind::Report {
@@ -221,7 +254,9 @@ impl OutQueue {
 
     /// Removes the head item (written or dead) and forgets ids that are gone.
     fn pop_head(&mut self) {
-        self.items.pop_front();
+        if self.items.pop_front().is_some_and(|it| !it.live) {
+            self.dead -= 1;
+        }
         self.base += 1;
         self.head_written = 0;
         while self.heartbeats.front().is_some_and(|&h| h < self.base) {
@@ -278,6 +313,7 @@ impl OutQueue {
         self.heartbeats.clear();
         self.reports.clear();
         self.latest.clear();
+        self.dead = 0;
         self.bytes = 0;
         self.head_written = 0;
         n
@@ -485,5 +521,30 @@ mod tests {
         w.budget = 100;
         q.flush_to(&mut w).unwrap();
         assert_eq!(w.out, [line("r", 20), line("s", 10)].concat());
+    }
+
+    #[test]
+    fn superseded_items_behind_a_stuck_head_do_not_pile_up() {
+        let mut q = OutQueue::new(1 << 20);
+        q.push("head", Kind::Event, line("h", 100));
+        let mut w = Choke {
+            out: Vec::new(),
+            budget: 10,
+        };
+        assert_eq!(q.flush_to(&mut w).unwrap(), Flush::Pending);
+        // The host never reads again: months of reports, each superseding the last.
+        for i in 0..100_000 {
+            q.push("fact", Kind::Report, line(&format!("r{i}"), 20));
+            q.push("other", Kind::Report, line(&format!("o{i}"), 20));
+        }
+        // The head, two live reports, and at most as many dead ones plus the slack.
+        assert!(q.items.len() <= 3 + 3 + 65, "{} items kept", q.items.len());
+        // The newest report is still the one queued, and everything is written in order.
+        w.budget = usize::MAX;
+        q.flush_to(&mut w).unwrap();
+        let text = String::from_utf8(w.out).unwrap();
+        assert!(text.contains("r99999"), "{text:.200}");
+        assert!(!text.contains("r99998"));
+        assert!(q.is_empty() && q.dead == 0);
     }
 }

@@ -104,15 +104,17 @@ pub fn poll_now(fd: BorrowedFd<'_>, events: i16) -> io::Result<i16> {
 /// not export it for every target.
 const F_SETSIG: libc::c_int = 10;
 
-/// Makes the process the owner of `fd` and turns on `O_ASYNC`, so the kernel sends SIGIO when
-/// the file's state changes (fcntl(2) `F_SETOWN`, `F_SETFL`). For a virtio port this fires on
-/// host connect, on data, and on host disconnect. `F_SETSIG` is set to SIGIO itself, so the
-/// signal's info names the descriptor and a loop with several ports knows which one changed.
+/// Makes the process the owner of `fd` and turns on `O_ASYNC`, so the kernel signals when the
+/// file's state changes (fcntl(2) `F_SETOWN`, `F_SETSIG`, `F_SETFL`). For a virtio port this
+/// fires on host connect, on data, and on host disconnect. The signal is the real-time
+/// `SIGRTMIN` (`Signal::PortIo`): real-time signals queue, one per event, each naming its
+/// descriptor, so with several ports none is lost; when that queue overflows the kernel
+/// sends plain SIGIO, which names none.
 pub fn enable_sigio(fd: BorrowedFd<'_>) -> io::Result<()> {
     let raw = fd.as_raw_fd();
     // SAFETY: F_SETSIG takes an integer argument and touches no memory of ours; the result
     // is checked.
-    cvt(unsafe { libc::fcntl(raw, F_SETSIG, libc::SIGIO) })?;
+    cvt(unsafe { libc::fcntl(raw, F_SETSIG, libc::SIGRTMIN()) })?;
     // SAFETY: F_SETOWN takes an integer argument and touches no memory of ours; `raw` is a
     // live descriptor borrowed for the duration of the call; the result is checked.
     cvt(unsafe { libc::fcntl(raw, libc::F_SETOWN, libc::getpid()) })?;

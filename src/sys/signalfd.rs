@@ -14,6 +14,9 @@ pub enum Signal {
     Int,
     Hup,
     Io,
+    /// The real-time signal virtio ports raise (`F_SETSIG`): queued one per event, each naming
+    /// its descriptor. SIGIO still comes when that queue overflows.
+    PortIo,
     Child,
     Other(u32),
 }
@@ -25,6 +28,7 @@ impl Signal {
             Signal::Int => libc::SIGINT,
             Signal::Hup => libc::SIGHUP,
             Signal::Io => libc::SIGIO,
+            Signal::PortIo => libc::SIGRTMIN(),
             Signal::Child => libc::SIGCHLD,
             Signal::Other(n) => libc::c_int::try_from(n).unwrap_or(0),
         }
@@ -37,6 +41,7 @@ impl Signal {
             libc::SIGHUP => Signal::Hup,
             libc::SIGIO => Signal::Io,
             libc::SIGCHLD => Signal::Child,
+            rt if rt == libc::SIGRTMIN() => Signal::PortIo,
             _ => Signal::Other(n),
         }
     }
@@ -72,8 +77,8 @@ impl SignalFd {
         Ok(self.read_with_fd()?.into_iter().map(|(s, _)| s).collect())
     }
 
-    /// Like `read_all`, with the descriptor a SIGIO concerns when the kernel said which (it
-    /// does for descriptors set up by `enable_sigio`, which sets `F_SETSIG`).
+    /// Like `read_all`, with the descriptor a `PortIo` signal concerns (the kernel names it
+    /// for descriptors set up by `enable_sigio`).
     pub fn read_with_fd(&self) -> io::Result<Vec<(Signal, Option<RawFd>)>> {
         const INFO: usize = std::mem::size_of::<libc::signalfd_siginfo>();
         let mut out = Vec::new();
@@ -90,7 +95,7 @@ impl SignalFd {
                         let (code, fd) = (field(chunk, 8), field(chunk, 20));
                         let sig = Signal::from_number(signo);
                         // POLL_IN (1) to POLL_HUP (6): the kernel filled in si_fd.
-                        let known = sig == Signal::Io && (1..=6).contains(&code);
+                        let known = sig == Signal::PortIo && (1..=6).contains(&code);
                         out.push((sig, known.then_some(fd)));
                     }
                 }
