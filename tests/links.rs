@@ -10,6 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use common::{Agent, Dir, copy_tree, fixture};
+use serde_json::json;
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -81,4 +82,74 @@ fn sockets_appear_ready_with_their_mode() {
         .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
         .collect();
     assert!(stray.is_empty(), "{stray:?}");
+}
+
+/// A command held back while the queue was full, whose work then ends at once (a hook job
+/// with no program to run), is answered in the same turn, not at the next timer wake-up
+/// (the timers here are an hour away).
+#[test]
+fn an_answer_to_a_command_held_back_by_backpressure_is_not_parked_until_a_timer() {
+    let dir = Dir::new("parked");
+    // 20 params of 8 KB: list-params answers with 160 KB.
+    for i in 0..20 {
+        let kv = format!("k{i}={}", "v".repeat(8000));
+        let o = std::process::Command::new(common::guestd_bin())
+            .args(["--config", "/dev/null", "-d", "0"])
+            .args(common::isolation(dir.path()))
+            .args(["-p", &kv])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+    }
+    let hour = [
+        "-t",
+        "3600",
+        "--report-user-rate=3600",
+        "--report-application-rate=3600",
+        "--report-num-cpu-rate=3600",
+        "--report-disk-usage-rate=3600",
+    ];
+    let agent = Agent::start(dir.path(), &hour);
+    let mut peer = agent.connect();
+    peer.until("fqdn", 10 * SEC);
+    // One write: a big answer, a bigger one, then a command whose work ends at once.
+    let echo = format!(
+        r#"{{"__name__": "echo", "pad": "{}"}}"#,
+        "x".repeat(105_000)
+    );
+    let list = r#"{"__name__": "list-params"}"#;
+    let lock = r#"{"__name__": "lock-screen", "reply_id": "L"}"#;
+    peer.send_raw(format!("{list}\n{echo}\n{lock}\n").as_bytes());
+    let (c, _) = peer.until_where("completion", |v| v["reply_id"] == "L", 60 * SEC);
+    assert_eq!(c["done"], false, "{c}");
+    assert_eq!(c["error"], "no lock-screen hook is installed in this guest");
+}
+
+/// Requests refused at once are answered at once, in order with the replies to the commands
+/// after them.
+#[test]
+fn immediate_refusals_keep_their_place_among_the_replies() {
+    let dir = Dir::new("order");
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let root_arg = format!("--root={}", root.display());
+    let agent = Agent::start(dir.path(), &[root_arg.as_str()]);
+    let mut peer = agent.connect();
+    peer.until("session-startup", 10 * SEC);
+    let off = |id: &str| format!(r#"{{"__name__": "log-off", "reply_id": "{id}"}}"#);
+    let echo = r#"{"__name__": "echo", "n": 1}"#;
+    peer.send_raw(format!("{}\n{}\n{echo}\n", off("L1"), off("L2")).as_bytes());
+    let (_, before) = peer.until("echo", 10 * SEC);
+    let answered: Vec<_> = before
+        .iter()
+        .filter(|m| m["__name__"] == "completion")
+        .map(|m| (m["reply_id"].clone(), m["error"].clone()))
+        .collect();
+    assert_eq!(
+        answered,
+        [
+            (json!("L1"), json!("no user session to end")),
+            (json!("L2"), json!("no user session to end"))
+        ]
+    );
 }
