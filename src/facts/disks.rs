@@ -251,24 +251,7 @@ mod fuse_tests {
 mod tests {
     use super::*;
     use crate::facts::fixtures;
-    use crate::facts::mounts::read_mountinfo;
-
-    fn mount(mount_point: &str, fs_type: &str, source: &str) -> Mount {
-        Mount {
-            mount_point: mount_point.into(),
-            fs_type: fs_type.into(),
-            source: source.into(),
-            major_minor: None,
-        }
-    }
-
-    /// `mount` with the device number of a parsed mountinfo line.
-    fn on(major: u32, minor: u32, m: Mount) -> Mount {
-        Mount {
-            major_minor: Some((major, minor)),
-            ..m
-        }
-    }
+    use crate::facts::mounts::{mount, on, read_mountinfo};
 
     fn stats(frsize: u64, blocks: u64, bfree: u64, bavail: u64) -> FsStats {
         FsStats {

@@ -94,27 +94,30 @@ pub fn read_mountinfo(root: &Path) -> Result<Vec<Mount>, Error> {
     Ok(parse_mountinfo(&read_text(root, "proc/self/mountinfo")?))
 }
 
+/// A mount for tests.
+#[cfg(test)]
+pub(crate) fn mount(mount_point: &str, fs_type: &str, source: &str) -> Mount {
+    Mount {
+        mount_point: mount_point.into(),
+        fs_type: fs_type.into(),
+        source: source.into(),
+        major_minor: None,
+    }
+}
+
+/// `mount` with the device number of a parsed mountinfo line, for tests.
+#[cfg(test)]
+pub(crate) fn on(major: u32, minor: u32, m: Mount) -> Mount {
+    Mount {
+        major_minor: Some((major, minor)),
+        ..m
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::facts::fixtures;
-
-    fn mount(mount_point: &str, fs_type: &str, source: &str) -> Mount {
-        Mount {
-            mount_point: mount_point.into(),
-            fs_type: fs_type.into(),
-            source: source.into(),
-            major_minor: None,
-        }
-    }
-
-    /// `mount` with the device number of a parsed mountinfo line.
-    fn on(major: u32, minor: u32, m: Mount) -> Mount {
-        Mount {
-            major_minor: Some((major, minor)),
-            ..m
-        }
-    }
 
     #[test]
     fn mountinfo_kernel_example_and_optional_fields() {

@@ -183,20 +183,7 @@ fn record_json(seq: u64, r: &Record) -> Value {
 
 /// The record of a version-2 outbox entry (not yet checked).
 fn record_from_json(v: &Value) -> Option<Record> {
-    let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
-    Some(match v.get("kind")?.as_str()? {
-        "param" => Record::Param {
-            key: s("key")?,
-            value: s("value")?,
-            origin: Origin::parse(v.get("origin")?.as_str()?)?,
-        },
-        "param-deleted" => Record::ParamDeleted { key: s("key")? },
-        "params-deleted" => Record::ParamsDeleted,
-        "event" => Record::Event { name: s("name")? },
-        "session-lock" => Record::SessionLock,
-        "session-unlock" => Record::SessionUnlock,
-        _ => return None,
-    })
+    Record::from_fields(v.get("kind")?.as_str()?, v)
 }
 
 #[cfg(test)]

@@ -110,6 +110,27 @@ pub enum Record {
 }
 
 impl Record {
+    /// The record of kind `kind` (`param`, `param-deleted`, `params-deleted`, `event`,
+    /// `session-lock`, `session-unlock`) whose fields are in the JSON object `fields`; not yet
+    /// checked. The store's document names the kind in `kind`; an older format's decoder may
+    /// find it elsewhere.
+    pub fn from_fields(kind: &str, fields: &Value) -> Option<Record> {
+        let s = |k: &str| fields.get(k).and_then(Value::as_str).map(str::to_owned);
+        Some(match kind {
+            "param" => Record::Param {
+                key: s("key")?,
+                value: s("value")?,
+                origin: Origin::parse(fields.get("origin")?.as_str()?)?,
+            },
+            "param-deleted" => Record::ParamDeleted { key: s("key")? },
+            "params-deleted" => Record::ParamsDeleted,
+            "event" => Record::Event { name: s("name")? },
+            "session-lock" => Record::SessionLock,
+            "session-unlock" => Record::SessionUnlock,
+            _ => return None,
+        })
+    }
+
     /// The key this record is news about: `Param` and `ParamDeleted` only.
     pub fn key(&self) -> Option<&str> {
         match self {
@@ -144,6 +165,28 @@ pub fn list_line(e: &Entry) -> String {
     let mut m = Map::new();
     m.insert(e.key.clone(), Value::String(e.value.clone()));
     Value::Object(m).to_string()
+}
+
+/// A fresh state directory (not yet created) for tests, removed on drop.
+#[cfg(test)]
+pub(crate) struct TempDir(pub std::path::PathBuf);
+
+#[cfg(test)]
+impl TempDir {
+    pub(crate) fn new(tag: &str) -> TempDir {
+        let base = std::env::temp_dir().join(format!("guestd-params-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        TempDir(base.join("state"))
+    }
+}
+
+#[cfg(test)]
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Some(base) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(base);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -178,6 +178,7 @@ pub fn apply(store: &mut Store, op: &Op) -> Result<Reply, store::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv::TempDir;
 
     #[test]
     fn requests_round_trip_and_are_validated() {
@@ -229,24 +230,6 @@ mod tests {
             Reply::from_response(&json!({"ok": false, "error": "store full"})),
             Err("store full".into())
         );
-    }
-
-    /// A fresh state directory (not yet created), removed on drop.
-    struct TempDir(std::path::PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            let base =
-                std::env::temp_dir().join(format!("guestd-params-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&base);
-            TempDir(base.join("state"))
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(self.0.parent().unwrap());
-        }
     }
 
     #[test]

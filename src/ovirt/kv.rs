@@ -150,20 +150,8 @@ pub fn record_message(record: &Record) -> Message {
 /// object, its name in `__name__`): the inverse of `record_message`. `None` for anything else.
 /// Passed to `Store::open`.
 pub fn legacy_record(msg: &Value) -> Option<Record> {
-    let s = |k: &str| msg.get(k).and_then(Value::as_str).map(str::to_owned);
-    Some(match msg.get("__name__")?.as_str()? {
-        "param" => Record::Param {
-            key: s("key")?,
-            value: s("value")?,
-            origin: Origin::parse(msg.get("origin")?.as_str()?)?,
-        },
-        "param-deleted" => Record::ParamDeleted { key: s("key")? },
-        "params-deleted" => Record::ParamsDeleted,
-        "event" => Record::Event { name: s("name")? },
-        "session-lock" => Record::SessionLock,
-        "session-unlock" => Record::SessionUnlock,
-        _ => return None,
-    })
+    // A stored message's name is the record's kind, its other fields the record's fields.
+    Record::from_fields(msg.get("__name__")?.as_str()?, msg)
 }
 
 fn msg(name: &'static str, args: Value) -> Message {
@@ -221,6 +209,7 @@ pub fn completion(reply_id: &str, result: Result<(), String>) -> Message {
 mod tests {
     use super::*;
     use crate::kv::Store;
+    use crate::kv::TempDir;
 
     /// A message as one JSON object, `__name__` among its arguments (what a version-1 store
     /// kept in its outbox).
@@ -302,24 +291,6 @@ mod tests {
             json!("param"),
         ] {
             assert_eq!(legacy_record(&msg), None, "{msg}");
-        }
-    }
-
-    /// A fresh state directory (not yet created), removed on drop.
-    struct TempDir(std::path::PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            let base =
-                std::env::temp_dir().join(format!("guestd-params-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&base);
-            TempDir(base.join("state"))
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(self.0.parent().unwrap());
         }
     }
 
