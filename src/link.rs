@@ -495,3 +495,72 @@ impl Link {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::kv::keeper::Keeper;
+    use crate::kv::{Origin, Store};
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    /// A host that hangs up while its link is throttled still has what it sent carried out:
+    /// the commands the queue held back are served, then the link detaches.
+    #[test]
+    fn a_host_that_hangs_up_while_throttled_still_has_its_commands_carried_out() {
+        let dir = std::env::temp_dir().join(format!("guestd-link-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // 20 params of 8 KB: each list-params answer is 160 KB.
+        let state = dir.join("state");
+        let mut store = Store::open(&state, |_| None).unwrap();
+        for i in 0..20 {
+            let value = "v".repeat(8000);
+            store
+                .set(&format!("k{i}"), &value, Origin::Guest, true, None)
+                .unwrap();
+        }
+        drop(store);
+        let root = crate::facts::fixtures().join("agent-root");
+        let cfg = Config {
+            root: root.clone(),
+            hooks_dir: dir.join("hooks"),
+            ..Config::default()
+        };
+        let mut svc = Services::new(cfg, Keeper::open(&state, |_| None).unwrap());
+        let sock = dir.join("g.sock");
+        let spec = ChannelSpec::UnixListen(sock.clone());
+        let session = Box::new(crate::ovirt::Session::new(0));
+        let mut link = Link::open(0, &spec, &root, session).unwrap();
+        let mut host = UnixStream::connect(&sock).unwrap();
+        link.on_listen(&mut svc);
+        assert!(link.is_attached());
+        let list = "{\"__name__\":\"list-params\"}\n";
+        let sets: String = (0..5)
+            .map(|i| format!("{{\"__name__\":\"set-param\",\"key\":\"h{i}\",\"value\":\"x\"}}\n"))
+            .collect();
+        host.write_all(format!("{list}{list}{sets}").as_bytes())
+            .unwrap();
+        let fd = link.channel.conn_fd().unwrap();
+        link.on_conn(fd, POLLIN, &mut svc);
+        assert!(link.throttled(), "two 160 KB answers fill the queue");
+        assert!(link.framer.has_input(), "the set-params wait in the framer");
+        assert!(svc.store.get().unwrap().get("h0").is_none());
+        drop(host);
+        link.on_conn(fd, POLLIN | POLLHUP, &mut svc);
+        assert!(
+            !link.is_attached(),
+            "detached at the end of the host's input"
+        );
+        let store = svc.store.get().unwrap();
+        for i in 0..5 {
+            assert_eq!(
+                store.get(&format!("h{i}")).map(|e| e.value.as_str()),
+                Some("x")
+            );
+        }
+        drop(link);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
