@@ -143,7 +143,7 @@ macro_rules! outbound {
         Outbound::new(
             &mut $link.queue,
             &mut $link.rejected,
-            $link.channel.is_attached(),
+            $link.channel.is_attached() && !$link.hung_up,
         )
     };
 }
@@ -156,6 +156,10 @@ pub struct Link {
     queue: OutQueue,
     /// Messages the queue refused since it last drained.
     rejected: u64,
+    /// The host can no longer receive (it hung up, or a write found the peer gone) but may
+    /// still have input to read: that input is still carried out, with nothing queued for
+    /// the host, until end of file.
+    hung_up: bool,
     /// When to look for the device again, or resume accepting after an error.
     retry_at: Option<Duration>,
     session: Box<dyn Session>,
@@ -176,6 +180,7 @@ impl Link {
             framer: session.framer(),
             queue: OutQueue::default(),
             rejected: 0,
+            hung_up: false,
             retry_at: None,
             session,
         })
@@ -228,6 +233,10 @@ impl Link {
     /// its queue holds something. None while detached (a virtio port then waits for SIGIO).
     pub fn conn_poll(&self) -> Option<(RawFd, i16)> {
         let fd = self.channel.conn_fd()?;
+        if self.hung_up {
+            // Nothing goes out any more; input is read on to its end.
+            return Some((fd, POLLIN));
+        }
         let mut ev = 0;
         if !self.throttled() && !self.framer.has_input() {
             ev |= POLLIN;
@@ -339,6 +348,7 @@ impl Link {
     /// The host left (`broken`: the channel failed and is closed, to be opened again).
     fn detach(&mut self, why: &str, broken: bool, svc: &mut Services) {
         svc.store.commit_delivered();
+        self.hung_up = false;
         let dropped = self.queue.detach();
         self.rejected = 0;
         self.channel.detach(broken);
@@ -384,9 +394,10 @@ impl Link {
         if revents & POLLIN == 0 && !gone {
             return;
         }
+        self.hung_up |= gone;
         let mut drained = false;
         for _ in 0..READS_PER_WAKEUP {
-            if self.serve(gone, svc) {
+            if self.serve(self.hung_up, svc) {
                 break;
             }
             let Some(conn) = self.channel.conn_mut() else {
@@ -408,12 +419,13 @@ impl Link {
                 }
             }
         }
-        self.serve(gone, svc);
+        self.serve(self.hung_up, svc);
         if gone && drained {
             // A virtio port reads 0 when its host is gone, so EAGAIN after POLLHUP means the
             // host came back between poll and read: stay attached.
-            let back = self.channel.is_virtio() && self.channel.host_connected().unwrap_or(false);
-            if !back {
+            if self.channel.is_virtio() && self.channel.host_connected().unwrap_or(false) {
+                self.hung_up = false;
+            } else {
                 self.detach("hang-up", false, svc);
             }
         }
@@ -422,7 +434,7 @@ impl Link {
     /// End of a turn: deferred session work, buffered frames the queue has room for now,
     /// and a flush.
     pub fn end_of_turn(&mut self, svc: &mut Services) {
-        if !self.is_attached() {
+        if !self.is_attached() || self.hung_up {
             return;
         }
         self.session_turn(svc);
@@ -434,7 +446,7 @@ impl Link {
     }
 
     fn flush(&mut self, svc: &mut Services) {
-        if self.queue.is_empty() {
+        if self.queue.is_empty() || self.hung_up {
             return;
         }
         let Some(conn) = self.channel.conn_mut() else {
@@ -450,10 +462,13 @@ impl Link {
                 self.session_turn(svc);
             }
             Ok(Flush::Pending) => {}
-            Err(e) => {
-                let broken = e.kind() != io::ErrorKind::BrokenPipe;
-                self.detach(&format!("write error: {e}"), broken, svc);
+            // The peer is gone, but its last commands may still be unread: stop writing and
+            // read on to the end of its input (`on_conn` detaches there).
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                log::debug!("write error: {e}; reading the host's last input");
+                self.hung_up = true;
             }
+            Err(e) => self.detach(&format!("write error: {e}"), true, svc),
         }
     }
 
@@ -497,70 +512,4 @@ impl Link {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Config;
-    use crate::kv::keeper::Keeper;
-    use crate::kv::{Origin, Store};
-    use std::io::Write;
-    use std::os::unix::net::UnixStream;
-
-    /// A host that hangs up while its link is throttled still has what it sent carried out:
-    /// the commands the queue held back are served, then the link detaches.
-    #[test]
-    fn a_host_that_hangs_up_while_throttled_still_has_its_commands_carried_out() {
-        let dir = std::env::temp_dir().join(format!("guestd-link-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        // 20 params of 8 KB: each list-params answer is 160 KB.
-        let state = dir.join("state");
-        let mut store = Store::open(&state, |_| None).unwrap();
-        for i in 0..20 {
-            let value = "v".repeat(8000);
-            store
-                .set(&format!("k{i}"), &value, Origin::Guest, true, None)
-                .unwrap();
-        }
-        drop(store);
-        let root = crate::facts::fixtures().join("agent-root");
-        let cfg = Config {
-            root: root.clone(),
-            hooks_dir: dir.join("hooks"),
-            ..Config::default()
-        };
-        let mut svc = Services::new(cfg, Keeper::open(&state, |_| None).unwrap());
-        let sock = dir.join("g.sock");
-        let spec = ChannelSpec::UnixListen(sock.clone());
-        let session = Box::new(crate::ovirt::Session::new(0));
-        let mut link = Link::open(0, &spec, &root, session).unwrap();
-        let mut host = UnixStream::connect(&sock).unwrap();
-        link.on_listen(&mut svc);
-        assert!(link.is_attached());
-        let list = "{\"__name__\":\"list-params\"}\n";
-        let sets: String = (0..5)
-            .map(|i| format!("{{\"__name__\":\"set-param\",\"key\":\"h{i}\",\"value\":\"x\"}}\n"))
-            .collect();
-        host.write_all(format!("{list}{list}{sets}").as_bytes())
-            .unwrap();
-        let fd = link.channel.conn_fd().unwrap();
-        link.on_conn(fd, POLLIN, &mut svc);
-        assert!(link.throttled(), "two 160 KB answers fill the queue");
-        assert!(link.framer.has_input(), "the set-params wait in the framer");
-        assert!(svc.store.get().unwrap().get("h0").is_none());
-        drop(host);
-        link.on_conn(fd, POLLIN | POLLHUP, &mut svc);
-        assert!(
-            !link.is_attached(),
-            "detached at the end of the host's input"
-        );
-        let store = svc.store.get().unwrap();
-        for i in 0..5 {
-            assert_eq!(
-                store.get(&format!("h{i}")).map(|e| e.value.as_str()),
-                Some("x")
-            );
-        }
-        drop(link);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}
+mod tests;

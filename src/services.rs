@@ -198,9 +198,17 @@ impl Services {
         }
     }
 
+    /// Whether `lane` takes another job. Jobs that already finished are handed on first, so
+    /// only queued and running ones count.
+    pub fn has_room(&mut self, lane: Lane) -> bool {
+        self.hooks_finished();
+        self.hooks.has_room(lane)
+    }
+
     /// Queues a hook job that a request asked for. A full lane is answered with a clear
     /// refusal instead.
     pub fn submit(&mut self, lane: Lane, job: Job, then: Followup) {
+        self.hooks_finished();
         if let Err(then) = self.hooks.submit(lane, job, then) {
             let refusal = hooks::REFUSED.to_owned();
             match then {

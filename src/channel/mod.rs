@@ -18,11 +18,13 @@ pub mod virtio;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+
+use crate::sys;
 
 /// A parsed `--channel` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,10 +287,23 @@ impl Channel {
         }
     }
 
-    /// Marks the channel attached (virtio host connected).
+    /// Marks the channel attached (virtio host connected). The port's signal is turned off
+    /// while attached: the poll set watches the port then, and a signal per host write would
+    /// only cost a wake-up each.
     pub fn set_attached(&mut self) {
-        if self.conn.is_some() {
+        if let Some(c) = &self.conn {
             self.attached = true;
+            self.port_signal(c, false);
+        }
+    }
+
+    /// Turns a virtio port's signal on or off; a failure is logged (the port then keeps
+    /// signalling, which costs wake-ups, not correctness).
+    fn port_signal(&self, c: &Conn, on: bool) {
+        if let (Conn::Port(f), true) = (c, self.is_virtio()) {
+            if let Err(e) = sys::set_async(f.as_fd(), on) {
+                log::warn!("setting O_ASYNC on the virtio port: {e}");
+            }
         }
     }
 
@@ -321,6 +336,9 @@ impl Channel {
         };
         if close {
             self.conn = None;
+        } else if let Some(c) = &self.conn {
+            // Detached: the port's signal says when the host is back.
+            self.port_signal(c, true);
         }
     }
 

@@ -13,7 +13,7 @@ use super::{Ctx, Session};
 use crate::actions;
 use crate::hooks::{self, Job};
 use crate::power;
-use crate::services::{Followup, Lane};
+use crate::services::{Followup, Lane, Notice};
 
 /// A hook job for `action` with the configured defaults.
 fn job(label: &str, cx: &Ctx<'_, '_>, timeout: Duration) -> Job {
@@ -50,8 +50,19 @@ pub(super) fn shutdown(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) {
             let svc = &mut *cx.svc;
             match svc.power.shutdown(&req, s.requester(cmd), &svc.cfg.root) {
                 Ok(Some(old)) => {
-                    let e = "replaced by a later shutdown request";
-                    Session::answer(cx.out, old.id.as_deref(), "shutdown", Err(e.into()));
+                    let e = "replaced by a later shutdown request".to_owned();
+                    if old.link == s.link {
+                        Session::answer(cx.out, old.id.as_deref(), "shutdown", Err(e));
+                    } else {
+                        // Asked on another link: its session answers.
+                        let action = "shutdown".into();
+                        let done = Notice::Done {
+                            to: old,
+                            action,
+                            result: Err(e),
+                        };
+                        cx.svc.notices.push(done);
+                    }
                 }
                 Ok(None) => {}
                 Err(e) => answer(cmd, "shutdown", Err(e), cx),

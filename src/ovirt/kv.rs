@@ -48,7 +48,7 @@ pub(super) fn set_param(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) {
     run(s, cmd, cx, |_, cmd, cx| {
         let (key, value) = (arg(cmd, "key")?, arg(cmd, "value")?);
         // Refused before anything is stored: the param hooks must run for every value set.
-        if !cx.svc.hooks.has_room(Lane::Normal) {
+        if !cx.svc.has_room(Lane::Normal) {
             return Err(hooks::REFUSED.into());
         }
         let store = cx.svc.store.store_mut()?;

@@ -103,6 +103,9 @@ impl Session {
 
     /// Queues `msg` if the negotiated version allows it (§4), logging what does not fit.
     fn send(&self, out: &mut Outbound<'_>, msg: Message, kind: Kind) {
+        if !out.is_attached() {
+            return;
+        }
         let min = wire::min_api_version(msg.name);
         if min > self.api_version {
             log::debug!(
@@ -119,10 +122,15 @@ impl Session {
     /// reply understands it, whatever the negotiated version); otherwise the result is logged.
     fn answer(out: &mut Outbound<'_>, id: Option<&str>, action: &str, result: Result<(), String>) {
         match id {
-            Some(id) => {
+            Some(id) if out.is_attached() => {
                 let msg = kv::completion(id, result);
                 out.push(msg.name, Kind::Event, msg.encode());
             }
+            // The host that asked has left: the answer goes to the log instead.
+            Some(_) => match result {
+                Ok(()) => log::info!("{action}: done; the host that asked has left"),
+                Err(e) => log::warn!("{action}: {e}; the host that asked has left"),
+            },
             None => match result {
                 Ok(()) => log::info!("{action}: done"),
                 Err(e) => log::warn!("{action}: {e}"),
@@ -132,6 +140,9 @@ impl Session {
 
     /// Queues the answer to a host request, or says why it cannot go out.
     fn push_reply(out: &mut Outbound<'_>, msg: &Message) -> Result<(), String> {
+        if !out.is_attached() {
+            return Ok(());
+        }
         let bytes = msg.encode();
         if bytes.len() > MAX_LINE {
             return Err(format!(
@@ -191,7 +202,8 @@ impl Session {
     }
 
     fn run_pending_refresh(&mut self, cx: &mut Ctx<'_, '_>) {
-        if std::mem::take(&mut self.refresh_pending) {
+        // A burst only for a host that can receive it.
+        if std::mem::take(&mut self.refresh_pending) && cx.out.is_attached() {
             self.refresh_burst(cx);
         }
     }

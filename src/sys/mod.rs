@@ -125,6 +125,22 @@ pub fn enable_sigio(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// Turns `O_ASYNC` on or off (fcntl(2) `F_SETFL`): a port that `enable_sigio` set up
+/// signals state changes only while it is on.
+pub fn set_async(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    let raw = fd.as_raw_fd();
+    // SAFETY: F_GETFL takes no argument and touches no memory; the result is checked.
+    let flags = cvt(unsafe { libc::fcntl(raw, libc::F_GETFL) })?;
+    let flags = if on {
+        flags | libc::O_ASYNC
+    } else {
+        flags & !libc::O_ASYNC
+    };
+    // SAFETY: F_SETFL takes an integer argument and touches no memory; the result is checked.
+    cvt(unsafe { libc::fcntl(raw, libc::F_SETFL, flags) })?;
+    Ok(())
+}
+
 /// Sets `O_NONBLOCK` on `fd` (fcntl(2) `F_SETFL`).
 pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     let raw = fd.as_raw_fd();

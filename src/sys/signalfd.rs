@@ -53,7 +53,8 @@ impl Signal {
 pub struct SignalFd(File);
 
 impl SignalFd {
-    /// Blocks `signals` (sigprocmask(2)) and opens a signalfd that reports them.
+    /// Blocks `signals` (sigprocmask(2)), resets their dispositions to the default, and opens a
+    /// signalfd that reports them.
     pub fn new(signals: &[Signal]) -> io::Result<SignalFd> {
         // SAFETY: sigset_t is plain old data; sigemptyset below initialises it properly.
         let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -66,6 +67,16 @@ impl SignalFd {
         }
         // SAFETY: `set` is a valid sigset_t and the old-set pointer may be null.
         cvt(unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) })?;
+        // Blocked now, the signals are taken back to their default action: one ignored by
+        // whoever started guestd (nohup's SIGHUP, an ignored SIGCHLD that would reap the
+        // hooks' children behind our back) would otherwise never reach the signalfd.
+        for sig in signals {
+            // SAFETY: SIG_DFL is a valid disposition for every signal number the kernel
+            // accepts here; no handler function is installed; the result is checked.
+            if unsafe { libc::signal(sig.number(), libc::SIG_DFL) } == libc::SIG_ERR {
+                return Err(io::Error::last_os_error());
+            }
+        }
         // SAFETY: `set` is a valid sigset_t; -1 asks for a new fd; the result is checked.
         let fd = cvt(unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) })?;
         // SAFETY: `fd` was just returned by signalfd and is owned by nobody else.
