@@ -394,7 +394,9 @@ impl Link {
         if revents & POLLIN == 0 && !gone {
             return;
         }
-        self.hung_up |= gone;
+        // A virtio port says at each poll whether its host is there; a socket peer that left
+        // stays gone.
+        self.hung_up = gone || (self.hung_up && !self.channel.is_virtio());
         let mut drained = false;
         for _ in 0..READS_PER_WAKEUP {
             if self.serve(self.hung_up, svc) {
