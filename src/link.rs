@@ -390,7 +390,12 @@ impl Link {
         }
         // A host that hung up reads no more replies, but what it sent before is still carried
         // out (a set-param, say), whatever the queue holds: read on to the end of its input.
-        let gone = revents & (POLLHUP | POLLERR | POLLNVAL) != 0;
+        let mut gone = revents & (POLLHUP | POLLERR | POLLNVAL) != 0;
+        if gone && self.channel.is_virtio() && self.channel.host_connected().unwrap_or(false) {
+            // A virtio host that came back since the poll (QEMU hands the port from one
+            // client to the next) did not hang up: its commands get their answers.
+            gone = false;
+        }
         if revents & POLLIN == 0 && !gone {
             return;
         }
