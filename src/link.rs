@@ -156,9 +156,9 @@ pub struct Link {
     queue: OutQueue,
     /// Messages the queue refused since it last drained.
     rejected: u64,
-    /// The host can no longer receive (it hung up, or a write found the peer gone) but may
+    /// A socket peer can no longer receive (it hung up, or a write found it gone) but may
     /// still have input to read: that input is still carried out, with nothing queued for
-    /// the host, until end of file.
+    /// it, until end of file. (A virtio port is never in this state: see `on_conn`.)
     hung_up: bool,
     /// When to look for the device again, or resume accepting after an error.
     retry_at: Option<Duration>,
@@ -388,23 +388,23 @@ impl Link {
         if self.channel.conn_fd() != Some(fd) {
             return;
         }
-        // A host that hung up reads no more replies, but what it sent before is still carried
-        // out (a set-param, say), whatever the queue holds: read on to the end of its input.
-        let mut gone = revents & (POLLHUP | POLLERR | POLLNVAL) != 0;
-        if gone && self.channel.is_virtio() && self.channel.host_connected().unwrap_or(false) {
-            // A virtio host that came back since the poll (QEMU hands the port from one
-            // client to the next) did not hang up: its commands get their answers.
-            gone = false;
-        }
+        // A host that hung up still has what it sent before carried out (a set-param, say),
+        // whatever the queue holds: read on to the end of its input.
+        let gone = revents & (POLLHUP | POLLERR | POLLNVAL) != 0;
         if revents & POLLIN == 0 && !gone {
             return;
         }
-        // A virtio port says at each poll whether its host is there; a socket peer that left
-        // stays gone.
-        self.hung_up = gone || (self.hung_up && !self.channel.is_virtio());
+        // A socket peer that hung up is gone for good: nothing more is queued for it. A virtio
+        // port may have a new host by the time its input is read (QEMU hands the port from
+        // one client to the next), so its answers keep going to the queue; end of file (no
+        // host and no data) detaches, and the queue goes with it.
+        if !self.channel.is_virtio() {
+            self.hung_up |= gone;
+        }
+        let all = gone || self.hung_up;
         let mut drained = false;
         for _ in 0..READS_PER_WAKEUP {
-            if self.serve(self.hung_up, svc) {
+            if self.serve(all, svc) {
                 break;
             }
             let Some(conn) = self.channel.conn_mut() else {
@@ -426,13 +426,12 @@ impl Link {
                 }
             }
         }
-        self.serve(self.hung_up, svc);
+        self.serve(all, svc);
         if gone && drained {
             // A virtio port reads 0 when its host is gone, so EAGAIN after POLLHUP means the
             // host came back between poll and read: stay attached.
-            if self.channel.is_virtio() && self.channel.host_connected().unwrap_or(false) {
-                self.hung_up = false;
-            } else {
+            let back = self.channel.is_virtio() && self.channel.host_connected().unwrap_or(false);
+            if !back {
                 self.detach("hang-up", false, svc);
             }
         }
