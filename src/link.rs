@@ -358,8 +358,8 @@ impl Link {
         if self.channel.waiting_for_port() {
             self.retry_at = Some(sys::monotonic_now() + RETRY);
         } else if self.channel.is_virtio() {
-            // A host that reconnected while we were still attached raised its SIGIO then;
-            // look now, or that connection would go unnoticed.
+            // A host that reconnected while we were still attached raised no signal (the
+            // port's O_ASYNC is off while attached): look now, or it would go unnoticed.
             self.check_virtio_host(svc);
         }
     }

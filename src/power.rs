@@ -56,14 +56,6 @@ pub struct Power {
     logoff: Option<PendingLogoff>,
 }
 
-fn done(notices: &mut Vec<Notice>, to: Requester, action: &str, result: Result<(), String>) {
-    notices.push(Notice::Done {
-        to,
-        action: action.to_owned(),
-        result,
-    });
-}
-
 impl Power {
     /// Schedules a power-off or reboot after `req.grace`, telling logged-in terminals. A
     /// newer request replaces a pending one, whose requester is returned to be answered as
@@ -195,7 +187,6 @@ impl Power {
     pub fn command_done(
         &mut self,
         result: Result<(), String>,
-        _cfg: &Config,
         hooks: &mut Hooks,
         n: &mut Vec<Notice>,
     ) {
@@ -263,7 +254,11 @@ impl Power {
             if result.is_ok() {
                 log::info!("shutdown: {what} under way");
             }
-            done(n, run.to, "shutdown", result);
+            n.push(Notice::Done {
+                to: run.to,
+                action: "shutdown".into(),
+                result,
+            });
         }
     }
 }

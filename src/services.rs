@@ -73,98 +73,74 @@ impl Notice {
 /// state machine runs one at a time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
-    Normal,
-    Urgent,
-    Power,
+    Normal = 0,
+    Urgent = 1,
+    Power = 2,
 }
 
-/// The three hook lanes.
+/// The three hook lanes, indexed by `Lane`.
 pub struct Hooks {
-    normal: Runner<Followup>,
-    urgent: Runner<Followup>,
-    power: Runner<Followup>,
+    lanes: [Runner<Followup>; 3],
 }
 
 impl Default for Hooks {
     fn default() -> Hooks {
+        // Normal, urgent, and power (one power command at a time).
         Hooks {
-            normal: Runner::new(),
-            urgent: Runner::new(),
-            power: Runner::with_limit(1),
+            lanes: [Runner::new(), Runner::new(), Runner::with_limit(1)],
         }
     }
 }
 
 impl Hooks {
-    fn lane(&self, lane: Lane) -> &Runner<Followup> {
-        match lane {
-            Lane::Normal => &self.normal,
-            Lane::Urgent => &self.urgent,
-            Lane::Power => &self.power,
-        }
-    }
-
-    fn lane_mut(&mut self, lane: Lane) -> &mut Runner<Followup> {
-        match lane {
-            Lane::Normal => &mut self.normal,
-            Lane::Urgent => &mut self.urgent,
-            Lane::Power => &mut self.power,
-        }
-    }
-
-    fn all_mut(&mut self) -> [&mut Runner<Followup>; 3] {
-        [&mut self.normal, &mut self.urgent, &mut self.power]
-    }
-
     /// Whether `lane` takes another job.
     pub fn has_room(&self, lane: Lane) -> bool {
-        !self.lane(lane).is_full()
+        !self.lanes[lane as usize].is_full()
     }
 
     /// Whether a job finished that `take_finished` has not handed out.
     fn has_finished(&self) -> bool {
-        [&self.normal, &self.urgent, &self.power]
-            .iter()
-            .any(|r| r.has_finished())
+        self.lanes.iter().any(Runner::has_finished)
     }
 
     /// Queues `job` in `lane`; a full lane gives the follow-up back, for the refusal.
     pub fn submit(&mut self, lane: Lane, job: Job, then: Followup) -> Result<(), Followup> {
-        self.lane_mut(lane).submit(job, then).map_err(|r| r.then)
+        self.lanes[lane as usize]
+            .submit(job, then)
+            .map_err(|r| r.then)
     }
 
     pub fn poll_fds(&self, out: &mut Vec<(RawFd, i16)>) {
-        out.extend(self.normal.poll_fds());
-        out.extend(self.urgent.poll_fds());
-        out.extend(self.power.poll_fds());
+        for r in &self.lanes {
+            out.extend(r.poll_fds());
+        }
     }
 
     /// poll(2) reported `revents` on `fd`; each runner ignores descriptors not its own.
     pub fn on_ready(&mut self, fd: RawFd, revents: i16) {
-        self.all_mut()
-            .into_iter()
-            .for_each(|r| r.on_ready(fd, revents));
+        for r in &mut self.lanes {
+            r.on_ready(fd, revents);
+        }
     }
 
     pub fn on_sigchld(&mut self) {
-        self.all_mut().into_iter().for_each(Runner::on_sigchld);
+        self.lanes.iter_mut().for_each(Runner::on_sigchld);
     }
 
     pub fn on_timer(&mut self, now: Duration) {
-        self.all_mut().into_iter().for_each(|r| r.on_timer(now));
+        for r in &mut self.lanes {
+            r.on_timer(now);
+        }
     }
 
     pub fn deadline(&self) -> Option<Duration> {
-        [&self.normal, &self.urgent, &self.power]
-            .iter()
-            .filter_map(|r| r.next_deadline())
-            .min()
+        self.lanes.iter().filter_map(Runner::next_deadline).min()
     }
 
     /// Finished jobs of every lane: each follow-up with its label and outcomes.
     fn take_finished(&mut self) -> Vec<(Followup, String, Vec<Outcome>)> {
         let mut done = Vec::new();
-        for r in self.all_mut() {
+        for r in &mut self.lanes {
             done.extend(
                 r.take_finished()
                     .into_iter()
@@ -222,12 +198,10 @@ impl Services {
                     action: "hibernate".into(),
                     result: Err(refusal),
                 }),
-                Followup::Power => self.power.command_done(
-                    Err(refusal),
-                    &self.cfg,
-                    &mut self.hooks,
-                    &mut self.notices,
-                ),
+                Followup::Power => {
+                    self.power
+                        .command_done(Err(refusal), &mut self.hooks, &mut self.notices)
+                }
                 Followup::Nothing => log::warn!("hook job refused: {refusal}"),
             }
         }
@@ -288,7 +262,7 @@ impl Services {
                         .unwrap_or_else(|| format!("{label}: not run")))
                 };
                 self.power
-                    .command_done(result, &self.cfg, &mut self.hooks, &mut self.notices);
+                    .command_done(result, &mut self.hooks, &mut self.notices);
             }
         }
     }

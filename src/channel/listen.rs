@@ -23,28 +23,16 @@ impl Listener {
     /// Binds `path`: mode 0600, or 0660 with group `gid`; non-blocking. A stale socket left
     /// by a previous run is replaced; a live one, or any other kind of file, is an error.
     pub fn bind(path: &Path, gid: Option<u32>) -> Result<Listener, Error> {
+        let refuse = |kind, why| Err(err("listening on", path)(io::Error::new(kind, why)));
         match std::fs::symlink_metadata(path) {
             Ok(meta) if meta.file_type().is_socket() => {
                 if UnixStream::connect(path).is_ok() {
-                    return Err(Error {
-                        op: "listening on",
-                        path: path.to_owned(),
-                        source: io::Error::new(
-                            io::ErrorKind::AddrInUse,
-                            "another process is listening",
-                        ),
-                    });
+                    return refuse(io::ErrorKind::AddrInUse, "another process is listening");
                 }
             }
             Ok(_) => {
-                return Err(Error {
-                    op: "listening on",
-                    path: path.to_owned(),
-                    source: io::Error::new(
-                        io::ErrorKind::AlreadyExists,
-                        "the path exists and is not a socket",
-                    ),
-                });
+                let why = "the path exists and is not a socket";
+                return refuse(io::ErrorKind::AlreadyExists, why);
             }
             Err(_) => {}
         }

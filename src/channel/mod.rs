@@ -207,10 +207,6 @@ impl Channel {
         matches!(self.spec, ChannelSpec::VirtioSerial(_))
     }
 
-    pub fn is_listening(&self) -> bool {
-        self.listener.is_some()
-    }
-
     /// Finds and opens the device. `Ok(true)` when it is open now. A serial line counts as
     /// attached as soon as it is open; a virtio port is attached once `host_connected` says so.
     pub fn open_port(&mut self) -> Result<bool, Error> {
