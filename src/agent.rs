@@ -22,6 +22,7 @@ use crate::kv::keeper::Keeper;
 use crate::kv::ops::{self, Op};
 use crate::link::Link;
 use crate::ovirt;
+use crate::qga;
 use crate::services::{LinkId, Services};
 use crate::sys::{self, POLLIN, Signal, SignalFd, TimerFd};
 
@@ -90,9 +91,7 @@ pub fn run(cfg: Config) -> Result<(), Error> {
     ])
     .map_err(sys_err("creating the signalfd"))?;
     let timer = TimerFd::new().map_err(sys_err("creating the timerfd"))?;
-    let ovirt_link = Link::open(0, &cfg.channel, &cfg.root, Box::new(ovirt::Session::new(0)))
-        .map_err(Error::Channel)?;
-    let links = vec![ovirt_link];
+    let links = open_links(&cfg)?;
     let store = Keeper::open(&cfg.state_dir, ovirt::kv::legacy_record)
         .map_err(sys_err("opening the store"))?;
     let svc = Services::new(cfg, store);
@@ -133,6 +132,52 @@ pub fn run(cfg: Config) -> Result<(), Error> {
     // What went out is recorded before the agent exits, so it is not sent again.
     agent.svc.store.commit_delivered();
     Ok(())
+}
+
+/// The links the configuration asks for: the oVirt protocol on `--channel`, the QEMU
+/// guest-agent protocol on `--qga-channel` (by default on `org.qemu.guest_agent.0` when that
+/// port exists: a guest without it gets no link that would look for it every few seconds).
+fn open_links(cfg: &Config) -> Result<Vec<Link>, Error> {
+    let mut links = Vec::new();
+    if cfg.ovirt {
+        let id = links.len();
+        let session = Box::new(ovirt::Session::new(id));
+        links.push(Link::open(id, &cfg.channel, &cfg.root, session).map_err(Error::Channel)?);
+    }
+    if cfg.qga {
+        for list in [Some(&cfg.block_rpcs), cfg.allow_rpcs.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            let unknown = qga::commands::unknown_names(list);
+            if !unknown.is_empty() {
+                log::warn!("no such QGA commands (ignored): {}", unknown.join(", "));
+            }
+        }
+        let spec = match &cfg.qga_channel {
+            Some(spec) => Some(spec.clone()),
+            None => channel::virtio::find_port(&cfg.root, qga::PORT_NAMES)
+                .map(|_| channel::ChannelSpec::VirtioSerial(None)),
+        };
+        match spec {
+            Some(spec) => {
+                let id = links.len();
+                let session = Box::new(qga::Session::new(id));
+                links.push(Link::open(id, &spec, &cfg.root, session).map_err(Error::Channel)?);
+            }
+            None => log::info!(
+                "no {} port: the QEMU guest-agent protocol is not served (see --qga-channel)",
+                qga::PORT_NAMES[0]
+            ),
+        }
+    }
+    if links.is_empty() {
+        return Err(Error::Sys {
+            op: "starting",
+            source: io::Error::other("no protocol is enabled (ovirt = no, and no QGA channel)"),
+        });
+    }
+    Ok(links)
 }
 
 struct Agent {

@@ -16,6 +16,8 @@ use crate::kv::ops::Op;
 pub enum Invocation {
     Help,
     Version,
+    /// `--block-rpcs=help` or `--allow-rpcs=help`: list the QGA commands.
+    ListRpcs,
     /// Run as the agent (none of `-p -g -r -x -l -e -s`).
     Agent(Box<Config>),
     /// Perform key-value operations, in the order given, and exit.
@@ -233,6 +235,10 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Invocation, Us
     }
     if args.version {
         return Ok(Invocation::Version);
+    }
+    let rpcs_help = |(k, v): &(String, String)| k.ends_with("-rpcs") && v == "help";
+    if args.settings.iter().any(rpcs_help) {
+        return Ok(Invocation::ListRpcs);
     }
     // INVARIANT: every operation is checked before any runs, so a bad one leaves nothing
     // stored and nothing sent.

@@ -23,7 +23,20 @@ pub enum LogTarget {
 /// Everything the agent's behaviour depends on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// The oVirt protocol's channel.
     pub channel: ChannelSpec,
+    /// Whether the oVirt protocol is served.
+    pub ovirt: bool,
+    /// Whether the QEMU guest-agent protocol is served.
+    pub qga: bool,
+    /// The QGA channel; `None` serves `org.qemu.guest_agent.0` when that port exists.
+    pub qga_channel: Option<ChannelSpec>,
+    /// QGA commands refused (`--block-rpcs`); wins over the allow list.
+    pub block_rpcs: Vec<String>,
+    /// When set, the only QGA commands served (`--allow-rpcs`).
+    pub allow_rpcs: Option<Vec<String>>,
+    /// File systems frozen this long are thawed by guestd itself; zero never.
+    pub fsfreeze_timeout: Duration,
     /// Heartbeat period (`-t`, `--time-period`).
     pub heartbeat: Duration,
     pub user_rate: Duration,
@@ -62,6 +75,12 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             channel: ChannelSpec::default(),
+            ovirt: true,
+            qga: true,
+            qga_channel: None,
+            block_rpcs: Vec::new(),
+            allow_rpcs: None,
+            fsfreeze_timeout: Duration::from_secs(600),
             heartbeat: Duration::from_secs(5),
             user_rate: Duration::from_secs(10),
             application_rate: Duration::from_secs(120),
@@ -92,6 +111,31 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "channel",
         "SPEC: virtio-serial[:NAME] | unix-listen:PATH | serial:DEVICE",
+    ),
+    (
+        "qga-channel",
+        "SPEC: the QEMU guest-agent channel, same forms (default: virtio-serial \
+         org.qemu.guest_agent.0 when that port exists)",
+    ),
+    (
+        "ovirt",
+        "yes|no: serve the oVirt guest-agent protocol (default yes)",
+    ),
+    (
+        "qga",
+        "yes|no: serve the QEMU guest-agent protocol (default yes)",
+    ),
+    (
+        "block-rpcs",
+        "LIST: QGA commands to refuse ('help' lists them); wins over allow-rpcs",
+    ),
+    (
+        "allow-rpcs",
+        "LIST: the only QGA commands to serve ('help' lists them)",
+    ),
+    (
+        "fsfreeze-timeout",
+        "SECS: thaw file systems still frozen after SECS; 0 never (default 600)",
     ),
     ("time-period", "SECS: heartbeat period (default 5)"),
     (
@@ -207,6 +251,25 @@ impl Config {
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), BadSetting> {
         match key {
             "channel" => self.channel = value.parse().map_err(BadSetting)?,
+            "qga-channel" => self.qga_channel = Some(value.parse().map_err(BadSetting)?),
+            "ovirt" => self.ovirt = yes_no(key, value)?,
+            "qga" => self.qga = yes_no(key, value)?,
+            "block-rpcs" => self.block_rpcs.extend(words(value)),
+            "allow-rpcs" => self
+                .allow_rpcs
+                .get_or_insert_with(Vec::new)
+                .extend(words(value)),
+            "fsfreeze-timeout" => {
+                self.fsfreeze_timeout = match value.parse::<u64>() {
+                    Ok(n) if n <= 86_400 => Duration::from_secs(n),
+                    _ => {
+                        return Err(BadSetting(format!(
+                            "{key} must be a whole number of seconds from 0 to 86400, not \
+                             '{value}'"
+                        )));
+                    }
+                }
+            }
             "time-period" => self.heartbeat = seconds(key, value)?,
             "report-user-rate" => self.user_rate = seconds(key, value)?,
             "report-application-rate" => self.application_rate = seconds(key, value)?,
@@ -267,6 +330,16 @@ impl Config {
                 .map_err(|e| format!("{at}: {e}"))?;
         }
         Ok(())
+    }
+}
+
+fn yes_no(key: &str, value: &str) -> Result<bool, BadSetting> {
+    match value {
+        "yes" | "on" | "true" | "1" => Ok(true),
+        "no" | "off" | "false" | "0" => Ok(false),
+        _ => Err(BadSetting(format!(
+            "{key} must be yes or no, not '{value}'"
+        ))),
     }
 }
 

@@ -61,7 +61,9 @@ impl Client {
         while self.pending() < OUT_HIGH_WATER {
             let response = match self.reader.next_frame() {
                 None => return,
-                Some(Frame::Oversize) => json!({"ok": false, "error": "request too long"}),
+                Some(Frame::Oversize | Frame::Invalid(_) | Frame::Flush) => {
+                    json!({"ok": false, "error": "request too long"})
+                }
                 Some(Frame::Line(l)) => match serde_json::from_slice::<Value>(l) {
                     Ok(v) => match Op::from_request(&v) {
                         Ok(op) => serve(op),

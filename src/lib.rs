@@ -3,12 +3,13 @@
 //!
 //! - `sys`: every libc call and every block the compiler cannot check, behind fd-owning types.
 //! - `facts`: protocol-neutral facts about the guest, pure parsers over a root directory.
-//! - `proto`: shared wire plumbing: line framing and the bounded outbound queue.
+//! - `proto`: shared wire plumbing: line and JSON-stream framing, the bounded outbound queue.
 //! - `channel`: the host channels (virtio-serial, unix-listen, serial) and their attach state.
 //! - `link`: a channel with its framer, queue and protocol session; the `Session` trait.
 //! - `agent`: the single-threaded poll(2) loop over links and services, dispatch only.
 //! - `services`: what sessions share: config, fact health, store, hook lanes, power.
 //! - `ovirt`: the oVirt guest-agent protocol session, its messages and schedule.
+//! - `qga`: the QEMU guest-agent protocol session and its command table.
 //! - `power`: the shutdown, reboot and log-off state machines, hibernation, CPU hot-plug.
 //! - `exec`: one child process (fork/exec, process group, bounded output capture, timeout,
 //!   reaping), driven from a poll loop; used by `hooks` and, next, by `guest-exec`.
@@ -37,5 +38,6 @@ pub mod ovirt;
 pub mod pidfile;
 pub mod power;
 pub mod proto;
+pub mod qga;
 pub mod services;
 pub mod sys;

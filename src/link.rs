@@ -49,6 +49,11 @@ pub trait Session {
     fn notice(&mut self, notice: Notice, out: &mut Outbound<'_>, svc: &mut Services);
     /// The agent is stopping: say goodbye.
     fn stopping(&mut self, out: &mut Outbound<'_>);
+    /// Whether the session takes another frame now: false while a request's answer is
+    /// pending, so the link reads no more input until it is sent.
+    fn accepts_frames(&self) -> bool {
+        true
+    }
 }
 
 /// The outbound side of a link, as its session sees it for one call: the link's queue, and
@@ -238,7 +243,7 @@ impl Link {
             return Some((fd, POLLIN));
         }
         let mut ev = 0;
-        if !self.throttled() && !self.framer.has_input() {
+        if !self.throttled() && !self.framer.has_input() && self.session.accepts_frames() {
             ev |= POLLIN;
         }
         if !self.queue.is_empty() {
@@ -249,7 +254,10 @@ impl Link {
 
     /// Frames are buffered and could be served now: the loop must not sleep.
     pub fn has_work(&self) -> bool {
-        self.channel.is_attached() && self.framer.has_input() && !self.throttled()
+        self.channel.is_attached()
+            && self.framer.has_input()
+            && !self.throttled()
+            && self.session.accepts_frames()
     }
 
     fn throttled(&self) -> bool {
@@ -365,11 +373,12 @@ impl Link {
     }
 
     /// Serves buffered frames while the queue has room (all of them when `all`: the host has
-    /// gone, and what it sent is still carried out); true when it stopped because the queue
-    /// is over its high-water mark.
+    /// gone, and what it sent is still carried out) and the session takes them; true when it
+    /// stopped with frames left (the queue is over its high-water mark, or the session waits
+    /// for a request's answer).
     fn serve(&mut self, all: bool, svc: &mut Services) -> bool {
         loop {
-            if !all && self.throttled() {
+            if (!all && self.throttled()) || !self.session.accepts_frames() {
                 return true;
             }
             match self.framer.next_frame() {
@@ -402,6 +411,15 @@ impl Link {
             self.hung_up |= gone;
         }
         let all = gone || self.hung_up;
+        if all && !self.session.accepts_frames() && !self.host_back() {
+            // The host left while its request runs: nothing it sent later can be answered in
+            // order, and reading on would only buffer it.
+            return self.detach(
+                "hang-up while a request runs; its later input dropped",
+                false,
+                svc,
+            );
+        }
         let mut drained = false;
         for _ in 0..READS_PER_WAKEUP {
             if self.serve(all, svc) {
@@ -430,11 +448,16 @@ impl Link {
         if gone && drained {
             // A virtio port reads 0 when its host is gone, so EAGAIN after POLLHUP means the
             // host came back between poll and read: stay attached.
-            let back = self.channel.is_virtio() && self.channel.host_connected().unwrap_or(false);
-            if !back {
+            if !self.host_back() {
                 self.detach("hang-up", false, svc);
             }
         }
+    }
+
+    /// After a hang-up: whether a host is connected again (QEMU hands a virtio port from one
+    /// client to the next, so a POLLHUP may be over by the time it is handled).
+    fn host_back(&self) -> bool {
+        !self.hung_up && self.channel.is_virtio() && self.channel.host_connected().unwrap_or(false)
     }
 
     /// End of a turn: deferred session work, buffered frames the queue has room for now,

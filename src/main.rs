@@ -21,6 +21,12 @@ fn main() -> ExitCode {
             print!("{}", cli::help());
             return ExitCode::SUCCESS;
         }
+        Ok(Invocation::ListRpcs) => {
+            for c in guestd::qga::commands::all() {
+                println!("{}", c.name);
+            }
+            return ExitCode::SUCCESS;
+        }
         Ok(Invocation::Version) => {
             println!("guestd {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;

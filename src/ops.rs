@@ -109,7 +109,9 @@ fn read_line(stream: &mut UnixStream, reader: &mut LineReader) -> Result<Value, 
             if got.is_none() {
                 got = Some(match f {
                     Frame::Line(l) => serde_json::from_slice(l).map_err(|e| e.to_string()),
-                    Frame::Oversize => Err("the agent's answer is too long".into()),
+                    Frame::Oversize | Frame::Invalid(_) | Frame::Flush => {
+                        Err("the agent's answer is too long".into())
+                    }
                 });
             }
         });

@@ -55,14 +55,20 @@ pub enum Notice {
     ShuttingDown { to: Requester },
     /// The built-in log-off ended the active user's sessions.
     LoggedOff { to: Requester },
+    /// A request's work ended with a value to answer (QGA).
+    Reply {
+        to: Requester,
+        result: Result<serde_json::Value, String>,
+    },
 }
 
 impl Notice {
     pub fn link(&self) -> LinkId {
         match self {
-            Notice::Done { to, .. } | Notice::ShuttingDown { to } | Notice::LoggedOff { to } => {
-                to.link
-            }
+            Notice::Done { to, .. }
+            | Notice::ShuttingDown { to }
+            | Notice::LoggedOff { to }
+            | Notice::Reply { to, .. } => to.link,
         }
     }
 }
@@ -265,6 +271,12 @@ impl Services {
                     .command_done(result, &mut self.hooks, &mut self.notices);
             }
         }
+    }
+
+    /// Whether the guest's file systems are frozen (guest-fsfreeze-freeze): only the
+    /// freeze-safe QGA commands run, and guestd writes nothing to disk.
+    pub fn is_frozen(&self) -> bool {
+        false
     }
 
     /// Whether work ended that the links have not heard of yet.

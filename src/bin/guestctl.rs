@@ -179,7 +179,9 @@ impl Link {
                     Ok(v) if v.get("__name__").is_some_and(Value::is_string) => pending.push(v),
                     _ => eprintln!("guestctl: skipping a malformed line from the guest"),
                 },
-                Frame::Oversize => eprintln!("guestctl: skipping a line over 1 MiB"),
+                Frame::Oversize | Frame::Invalid(_) | Frame::Flush => {
+                    eprintln!("guestctl: skipping a line over 1 MiB")
+                }
             });
         }
     }

@@ -250,6 +250,8 @@ impl crate::link::Session for Session {
             Frame::Oversize => {
                 log::warn!("discarding an inbound line longer than {MAX_LINE} bytes");
             }
+            // Line framing produces neither.
+            Frame::Invalid(_) | Frame::Flush => {}
             Frame::Line(line) => match wire::parse_command(line) {
                 Ok(cmd) => self.on_command(cmd, &mut Ctx { out, svc }),
                 Err(e) => log::debug!("skipping inbound line: {e}"),
@@ -295,6 +297,8 @@ impl crate::link::Session for Session {
                 self.logged_off(&mut Ctx { out, svc });
                 Session::answer(out, to.id.as_deref(), "log-off", Ok(()));
             }
+            // Asked for by QGA sessions only.
+            Notice::Reply { .. } => {}
         }
     }
 

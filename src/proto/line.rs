@@ -16,10 +16,14 @@ const KEEP_CAPACITY: usize = 64 * 1024;
 /// What the reader found in the input.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame<'a> {
-    /// A complete line, without its `\n`.
+    /// A complete line, without its `\n` (or a complete JSON value, for a JSON stream).
     Line(&'a [u8]),
     /// A line longer than the limit began; it is discarded up to its newline.
     Oversize,
+    /// Input that is not what the protocol expects, reported once (JSON streams only).
+    Invalid(&'static str),
+    /// A flush marker (0xFF in a JSON stream): the half-read input was dropped.
+    Flush,
 }
 
 /// How one `fill_from` call ended.
@@ -196,7 +200,7 @@ mod tests {
         r.feed(data, |f| {
             out.push(match f {
                 Frame::Line(l) => Some(l.to_vec()),
-                Frame::Oversize => None,
+                _ => None,
             })
         });
         out

@@ -3,6 +3,7 @@
 //! generic over `Read`, the queue over `Write`, so tests drive them with `Vec<u8>` and
 //! `UnixStream::pair()`.
 
+pub mod json;
 pub mod line;
 pub mod queue;
 
@@ -36,5 +37,20 @@ impl Framer for line::LineReader {
     }
     fn reset(&mut self) {
         line::LineReader::reset(self);
+    }
+}
+
+impl Framer for json::JsonStream {
+    fn fill_from(&mut self, src: &mut dyn Read) -> io::Result<Fill> {
+        json::JsonStream::fill_from(self, src)
+    }
+    fn next_frame(&mut self) -> Option<Frame<'_>> {
+        json::JsonStream::next_frame(self)
+    }
+    fn has_input(&self) -> bool {
+        json::JsonStream::has_input(self)
+    }
+    fn reset(&mut self) {
+        json::JsonStream::reset(self);
     }
 }

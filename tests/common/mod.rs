@@ -78,6 +78,8 @@ pub fn guestd_bin() -> &'static str {
 pub struct Agent {
     pub child: Child,
     pub sock: PathBuf,
+    /// The QGA socket, when started with `start_qga`.
+    pub qga: PathBuf,
     pub log: PathBuf,
 }
 
@@ -108,7 +110,36 @@ impl Agent {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
-        Agent { child, sock, log }
+        Agent {
+            child,
+            sock,
+            qga: dir.join("qga.sock"),
+            log,
+        }
+    }
+
+    /// Like `start`, serving QGA on `<dir>/qga.sock` too, and waits for that socket.
+    pub fn start_qga(dir: &Path, extra: &[&str]) -> Agent {
+        let qga = format!(
+            "--qga-channel=unix-listen:{}",
+            dir.join("qga.sock").display()
+        );
+        let mut args = vec![qga.as_str()];
+        args.extend_from_slice(extra);
+        let agent = Agent::start(dir, &args);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !agent.qga.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "guestd did not create the QGA socket"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        agent
+    }
+
+    pub fn connect_qga(&self) -> QgaPeer {
+        QgaPeer::connect(&self.qga)
     }
 
     pub fn pid(&self) -> u32 {
@@ -316,4 +347,93 @@ pub fn names(msgs: &[Value]) -> Vec<String> {
     msgs.iter()
         .map(|v| v["__name__"].as_str().unwrap_or("?").to_owned())
         .collect()
+}
+
+/// The host side of a QGA channel.
+pub struct QgaPeer {
+    pub stream: UnixStream,
+    buf: Vec<u8>,
+}
+
+/// How long a test waits for one QGA reply.
+pub const QGA_WAIT: Duration = Duration::from_secs(20);
+
+impl QgaPeer {
+    pub fn connect(path: &Path) -> QgaPeer {
+        QgaPeer {
+            stream: UnixStream::connect(path).unwrap(),
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// The next reply line, raw (a leading 0xFF kept), or `None` at end of file or after
+    /// `timeout`. Every line must be ASCII apart from that 0xFF.
+    pub fn next_raw(&mut self, timeout: Duration) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                let body = line.strip_prefix(b"\xff").unwrap_or(&line);
+                assert!(body.is_ascii(), "non-ASCII reply: {line:?}");
+                return Some(line[..line.len() - 1].to_vec());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            self.stream.set_read_timeout(Some(deadline - now)).unwrap();
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return None;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => panic!("reading from guestd: {e}"),
+            }
+        }
+    }
+
+    /// The next reply as JSON (panics if none arrives within `QGA_WAIT`).
+    pub fn reply(&mut self) -> Value {
+        let line = self.next_raw(QGA_WAIT).expect("no QGA reply");
+        serde_json::from_slice(&line)
+            .unwrap_or_else(|e| panic!("invalid reply: {e}: {}", String::from_utf8_lossy(&line)))
+    }
+
+    /// Sends one request (JSON text) and returns its reply.
+    pub fn call(&mut self, request: &str) -> Value {
+        self.send_raw(request.as_bytes());
+        self.reply()
+    }
+
+    /// `execute` with `arguments`; the `return` value, or a panic naming the error.
+    pub fn ok(&mut self, execute: &str, arguments: Value) -> Value {
+        let req = serde_json::json!({"execute": execute, "arguments": arguments});
+        let r = self.call(&req.to_string());
+        match r.get("return") {
+            Some(v) => v.clone(),
+            None => panic!("{execute} failed: {r}"),
+        }
+    }
+
+    /// `execute` with `arguments`, expected to fail: the error object.
+    pub fn err(&mut self, execute: &str, arguments: Value) -> Value {
+        let req = serde_json::json!({"execute": execute, "arguments": arguments});
+        let r = self.call(&req.to_string());
+        match r.get("error") {
+            Some(v) => v.clone(),
+            None => panic!("{execute} did not fail: {r}"),
+        }
+    }
 }

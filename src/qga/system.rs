@@ -1,0 +1,6 @@
+// SPDX-License-Identifier: Apache-2.0
+//! QGA commands: system.
+
+use super::commands::Command;
+
+pub const COMMANDS: &[Command] = &[];
