@@ -54,6 +54,7 @@ pub const MAX_CPUS: usize = 65536;
 pub struct Vcpu {
     /// N of `cpuN`.
     pub id: u32,
+    /// The CPU runs (its `online` file reads `1`, or it has none).
     pub online: bool,
     /// The CPU has an `online` file; without one (usually cpu0) it is always online.
     pub can_offline: bool,
@@ -119,7 +120,12 @@ pub enum SetError {
     /// Reading the `online` file failed.
     Read(Error),
     /// Writing the `online` file failed.
-    Write { path: PathBuf, source: io::Error },
+    Write {
+        /// The `online` file.
+        path: PathBuf,
+        /// Why the write failed.
+        source: io::Error,
+    },
 }
 
 impl std::fmt::Display for SetError {
@@ -138,7 +144,7 @@ impl std::fmt::Display for SetError {
 }
 
 /// Brings `cpuN` under `root` online or offline by writing `1` or `0` to its `online` file
-/// (opened for writing only, never created). A CPU already in the wanted state is left
+/// (opened for writing and truncated, never created). A CPU already in the wanted state is left
 /// alone; a CPU with no `online` file is always online, so only offlining it is an error.
 /// The write blocks until the kernel has moved the CPU.
 pub fn set_vcpu(root: &Path, id: u32, online: bool) -> Result<(), SetError> {
@@ -154,7 +160,10 @@ pub fn set_vcpu(root: &Path, id: u32, online: bool) -> Result<(), SetError> {
     }
     let path = under(root, &format!("{CPU_DIR}/cpu{id}/online"));
     let write = |path: &Path| -> io::Result<()> {
-        let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(path)?;
         f.write_all(if online { b"1" } else { b"0" })
     };
     write(&path).map_err(|source| SetError::Write { path, source })

@@ -107,7 +107,9 @@ pub fn read_block_size(root: &Path) -> Result<u64, Error> {
 /// What became of a request to change a block's state (QGA's `GuestMemoryBlockResponseType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SetOutcome {
+    /// The block is in the wanted state.
     Success,
+    /// There is no `memoryN` directory.
     NotFound,
     /// Offlining a block that is not removable.
     NotSupported,
@@ -116,7 +118,7 @@ pub enum SetOutcome {
 }
 
 /// Brings `memoryN` online or offline by writing `online` or `offline` to its `state` file
-/// (opened for writing only, never created). A block already in the wanted state is left
+/// (opened for writing and truncated, never created). A block already in the wanted state is left
 /// alone.
 pub fn set_block(root: &Path, index: u64, online: bool) -> SetOutcome {
     let cur = match read_block(root, index) {
@@ -135,7 +137,10 @@ pub fn set_block(root: &Path, index: u64, online: bool) -> SetOutcome {
     }
     let path = under(root, &format!("{MEM_DIR}/memory{index}/state"));
     let write = || -> io::Result<()> {
-        let mut f = std::fs::OpenOptions::new().write(true).open(&path)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)?;
         f.write_all(if online { b"online" } else { b"offline" })
     };
     match write() {

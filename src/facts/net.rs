@@ -143,13 +143,21 @@ pub fn attach_addresses(
 /// Traffic counters of one interface, from `/proc/net/dev`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NetDevStats {
+    /// Bytes received.
     pub rx_bytes: u64,
+    /// Packets received.
     pub rx_packets: u64,
+    /// Receive errors.
     pub rx_errs: u64,
+    /// Received packets dropped.
     pub rx_dropped: u64,
+    /// Bytes sent.
     pub tx_bytes: u64,
+    /// Packets sent.
     pub tx_packets: u64,
+    /// Send errors.
     pub tx_errs: u64,
+    /// Packets dropped on sending.
     pub tx_dropped: u64,
 }
 

@@ -17,32 +17,52 @@ pub const MAX_ROUTES: usize = 65536;
 /// One IPv4 route (a `/proc/net/route` line).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route4 {
+    /// Interface name.
     pub iface: String,
+    /// Destination network.
     pub destination: Ipv4Addr,
+    /// Gateway (`0.0.0.0` for a directly connected network).
     pub gateway: Ipv4Addr,
+    /// Netmask of the destination.
     pub mask: Ipv4Addr,
     /// `RTF_*` flags (the column is hexadecimal).
     pub flags: u32,
+    /// Reference count (`RefCnt`).
     pub refcnt: u32,
+    /// Lookups (`Use`).
     pub use_count: u32,
+    /// Route metric.
     pub metric: u32,
+    /// Path MTU advertised for TCP (`MTU`; 0 is the default).
     pub mtu: u32,
+    /// TCP window clamp (`Window`).
     pub window: u32,
+    /// Initial round-trip time (`IRTT`).
     pub irtt: u32,
 }
 
 /// One IPv6 route (a `/proc/net/ipv6_route` line).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route6 {
+    /// Interface name.
     pub iface: String,
+    /// Destination network.
     pub destination: Ipv6Addr,
+    /// Prefix length of the destination.
     pub dest_prefix: u8,
+    /// Source network (source routing; `::` when unused).
     pub source: Ipv6Addr,
+    /// Prefix length of the source.
     pub source_prefix: u8,
+    /// Next hop (`::` for a directly connected network).
     pub nexthop: Ipv6Addr,
+    /// Route metric.
     pub metric: u32,
+    /// Reference count.
     pub refcnt: u32,
+    /// Lookups.
     pub use_count: u32,
+    /// `RTF_*` flags.
     pub flags: u32,
 }
 

@@ -12,8 +12,11 @@ pub const MAX_ENTRIES: usize = 65536;
 /// The 1, 5 and 15 minute load averages.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LoadAvg {
+    /// Over the last minute.
     pub load1: f64,
+    /// Over the last 5 minutes.
     pub load5: f64,
+    /// Over the last 15 minutes.
     pub load15: f64,
 }
 
@@ -43,7 +46,9 @@ pub fn read_loadavg(root: &Path) -> Result<LoadAvg, Error> {
 /// softirq, steal, guest, guest_nice; at least the first four.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CpuTimes {
+    /// N of `cpuN`.
     pub cpu: u32,
+    /// The columns, in `CPU_COLUMNS` order.
     pub times: Vec<u64>,
 }
 
@@ -94,9 +99,13 @@ pub fn ticks_to_ms(ticks: u64, hz: u64) -> u64 {
 /// the name (see `DISK_COLUMNS`, and `disk_stats` for what they mean).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskStat {
+    /// Device major number.
     pub major: u64,
+    /// Device minor number.
     pub minor: u64,
+    /// Kernel name, e.g. `vda1`.
     pub name: String,
+    /// The counters, in `DISK_COLUMNS` order (at most 17).
     pub fields: Vec<u64>,
 }
 

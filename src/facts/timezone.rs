@@ -312,6 +312,7 @@ pub struct LocalType {
     pub offset: i32,
     /// The abbreviation, e.g. `CET`, `CEST`, `IST` or `+0530`; may be empty.
     pub abbrev: String,
+    /// Daylight saving time is in effect.
     pub dst: bool,
 }
 

@@ -184,6 +184,7 @@ const MAX_LOGIND_FILE: u64 = 64 * 1024;
 /// A user session from a logind session file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogindSession {
+    /// `USER`: the login name.
     pub user: String,
     /// `REALTIME`: when the session started, since the epoch (0 when missing).
     pub login_time: Duration,
