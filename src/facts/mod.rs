@@ -12,10 +12,13 @@ pub mod cpus;
 pub mod disks;
 mod health;
 pub mod hostname;
+pub mod memblocks;
 pub mod memory;
 pub mod mounts;
 pub mod net;
 pub mod osinfo;
+pub mod route;
+pub mod stats;
 pub mod timezone;
 pub mod users;
 

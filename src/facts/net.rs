@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 //! Network interfaces: names, MAC addresses and flags from `sys/class/net`, joined with the
-//! addresses and prefix lengths getifaddrs(3) reports.
+//! addresses and prefix lengths getifaddrs(3) reports; traffic counters from `/proc/net/dev`.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::IpAddr;
 use std::path::Path;
 
-use super::{Error, read_text_opt, under};
+use super::{Error, read_text, read_text_opt, under};
 use crate::sys::InterfaceAddress;
 
 /// `IFF_UP` in `sys/class/net/<if>/flags`: the interface is administratively up.
@@ -140,6 +140,88 @@ pub fn attach_addresses(
     out
 }
 
+/// Traffic counters of one interface, from `/proc/net/dev`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetDevStats {
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Receive errors.
+    pub rx_errs: u64,
+    /// Received packets dropped.
+    pub rx_dropped: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Send errors.
+    pub tx_errs: u64,
+    /// Packets dropped on sending.
+    pub tx_dropped: u64,
+}
+
+/// Most interfaces read from `/proc/net/dev`.
+pub const MAX_NET_DEV: usize = 65536;
+
+/// Parses `/proc/net/dev` once into a map by interface name: after the two header lines,
+/// each line is `name: rx_bytes rx_packets rx_errs rx_drop fifo frame compressed multicast
+/// tx_bytes tx_packets tx_errs tx_drop ...`. Malformed lines are skipped.
+pub fn parse_net_dev(text: &str) -> HashMap<String, NetDevStats> {
+    text.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.split_once(':')?;
+            let n: Vec<u64> = rest
+                .split_whitespace()
+                .take(16)
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .ok()?;
+            let &[
+                rx_bytes,
+                rx_packets,
+                rx_errs,
+                rx_dropped,
+                _,
+                _,
+                _,
+                _,
+                tx_bytes,
+                tx_packets,
+                tx_errs,
+                tx_dropped,
+                ..,
+            ] = n.as_slice()
+            else {
+                return None;
+            };
+            let stats = NetDevStats {
+                rx_bytes,
+                rx_packets,
+                rx_errs,
+                rx_dropped,
+                tx_bytes,
+                tx_packets,
+                tx_errs,
+                tx_dropped,
+            };
+            Some((name.trim().to_owned(), stats))
+        })
+        .take(MAX_NET_DEV)
+        .collect()
+}
+
+/// Reads `proc/net/dev` under `root` (see `parse_net_dev`).
+pub fn read_net_dev(root: &Path) -> Result<HashMap<String, NetDevStats>, Error> {
+    Ok(parse_net_dev(&read_text(root, "proc/net/dev")?))
+}
+
+/// The interface an address belongs to: getifaddrs(3) names IPv4 addresses that carry a
+/// label by the label (`eth0:1`), and the label's prefix before `:` is the interface.
+pub fn label_interface(name: &str) -> &str {
+    name.split_once(':').map_or(name, |(base, _)| base)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,5 +335,36 @@ mod tests {
     fn read_interfaces_without_sys_class_net() {
         let got = read_interfaces(&fixtures().join("no-such-root")).unwrap();
         assert!(got.is_empty());
+    }
+
+    #[test]
+    fn net_dev_is_parsed_once_into_a_map() {
+        let text = "Inter-|   Receive                                                |  Transmit\n \
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n \
+    lo:   31132     380    0    0    0     0          0         0    31132     380    0    0    0     0       0          0\n \
+  eth0:1234567890 1000 1 2 0 0 0 5 987654 900 3 4 0 0 0 0\n \
+  bad0: 1 2 3\n";
+        let m = parse_net_dev(text);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m["lo"].rx_bytes, 31132);
+        assert_eq!(
+            m["eth0"],
+            NetDevStats {
+                rx_bytes: 1234567890,
+                rx_packets: 1000,
+                rx_errs: 1,
+                rx_dropped: 2,
+                tx_bytes: 987654,
+                tx_packets: 900,
+                tx_errs: 3,
+                tx_dropped: 4,
+            }
+        );
+    }
+
+    #[test]
+    fn labels_name_their_interface() {
+        assert_eq!(label_interface("eth0:1"), "eth0");
+        assert_eq!(label_interface("eth0"), "eth0");
     }
 }

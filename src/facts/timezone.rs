@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 //! Time zone facts: reads the `/etc/localtime` symlink and TZif data, `/etc/timezone` and
-//! `/etc/sysconfig/clock`, for the zone name and its standard-time offset.
+//! `/etc/sysconfig/clock`, for the zone name and its standard-time offset; and the local
+//! time type in effect at a given instant (offset including DST, and its abbreviation, such
+//! as `CEST`), from the TZif transitions and the POSIX TZ rule in the file's footer.
 
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -301,6 +303,253 @@ pub fn read_timezone(root: &Path) -> TimeZone {
         .or_else(|| tzif_offset(root, &zoneinfo_rel(&zone)?))
         .unwrap_or(0);
     TimeZone { zone, offset }
+}
+
+/// The local time type in effect at one instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalType {
+    /// Seconds east of UTC, daylight saving time included.
+    pub offset: i32,
+    /// The abbreviation, e.g. `CET`, `CEST`, `IST` or `+0530`; may be empty.
+    pub abbrev: String,
+    /// Daylight saving time is in effect.
+    pub dst: bool,
+}
+
+/// The local time type of TZif `data` at `now` (seconds since the epoch): the type of the
+/// last transition at or before `now`; after the last transition (or with none), the
+/// footer's POSIX TZ rule when there is one; before the first transition, type 0 (RFC 8536
+/// section 3.2). Malformed data gives `None`.
+pub fn parse_tzif_at(data: &[u8], now: i64) -> Option<LocalType> {
+    let v1 = Header::parse(data)?;
+    let v1_end = HEADER_LEN.checked_add(v1.block_len(4)?)?;
+    let (hdr, block, time_len, footer) = if v1.version == 0 {
+        (v1, data.get(HEADER_LEN..v1_end)?, 4, None)
+    } else {
+        let rest = data.get(v1_end..)?;
+        let v2 = Header::parse(rest)?;
+        let v2_end = HEADER_LEN.checked_add(v2.block_len(8)?)?;
+        let footer = rest.get(v2_end..).and_then(footer_tz);
+        (v2, rest.get(HEADER_LEN..v2_end)?, 8, footer)
+    };
+    let times_len = hdr.timecnt.checked_mul(time_len)?;
+    let times: Vec<i64> = block
+        .get(..times_len)?
+        .chunks_exact(time_len)
+        .map(|c| match c.len() {
+            4 => c.try_into().ok().map(|b| i64::from(i32::from_be_bytes(b))),
+            _ => c.try_into().ok().map(i64::from_be_bytes),
+        })
+        .collect::<Option<_>>()?;
+    let idx = block.get(times_len..times_len.checked_add(hdr.timecnt)?)?;
+    let ttinfo_at = times_len.checked_add(hdr.timecnt)?;
+    let chars_at = ttinfo_at.checked_add(hdr.typecnt.checked_mul(TTINFO_LEN)?)?;
+    let chars = block.get(chars_at..chars_at.checked_add(hdr.charcnt)?)?;
+    let local_type = |t: usize| -> Option<LocalType> {
+        let at = ttinfo_at.checked_add(t.checked_mul(TTINFO_LEN)?)?;
+        let rec = block.get(at..at.checked_add(TTINFO_LEN)?)?;
+        let utoff = i32::from_be_bytes(rec.get(..4)?.try_into().ok()?);
+        let desig = chars.get(usize::from(*rec.get(5)?)..).unwrap_or_default();
+        let end = desig.iter().position(|&b| b == 0).unwrap_or(desig.len());
+        Some(LocalType {
+            offset: utoff,
+            abbrev: String::from_utf8_lossy(desig.get(..end)?).into_owned(),
+            dst: *rec.get(4)? != 0,
+        })
+    };
+    let after_last = times.last().is_none_or(|&last| now >= last);
+    if after_last {
+        if let Some(rule) = footer.and_then(|tz| posix_tz_at(tz, now)) {
+            return Some(rule);
+        }
+    }
+    match times.partition_point(|&t| t <= now) {
+        0 => local_type(0),
+        n => local_type(usize::from(*idx.get(n - 1)?)),
+    }
+}
+
+/// One end of a DST period in a POSIX TZ rule.
+#[derive(Debug, Clone, Copy)]
+enum RuleDate {
+    /// `Jn`: day 1..=365, February 29 never counted.
+    Julian1(i64),
+    /// `n`: day 0..=365, February 29 counted.
+    Julian0(i64),
+    /// `Mm.w.d`: day `d` (0 = Sunday) of week `w` (5 = last) of month `m`.
+    Month(i64, i64, i64),
+}
+
+/// A name of a POSIX TZ string at the start of `s` (3+ letters, or `<...>`-quoted) and the
+/// text after it.
+fn take_tz_name(s: &str) -> Option<(&str, &str)> {
+    if let Some(quoted) = s.strip_prefix('<') {
+        let (name, rest) = quoted.split_once('>')?;
+        let ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '-');
+        return ok.then_some((name, rest));
+    }
+    let end = s
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(s.len());
+    (end >= 3).then(|| s.split_at(end))
+}
+
+/// A rule date and optional `/time` (default 02:00) at the start of `s`.
+fn take_rule(s: &str) -> Option<((RuleDate, i32), &str)> {
+    let (date, rest) = if let Some(r) = s.strip_prefix('J') {
+        let (n, r) = take_number(r, 3, 365)?;
+        (n >= 1).then_some((RuleDate::Julian1(i64::from(n)), r))?
+    } else if let Some(r) = s.strip_prefix('M') {
+        let (m, r) = take_number(r, 2, 12)?;
+        let (w, r) = take_number(r.strip_prefix('.')?, 1, 5)?;
+        let (d, r) = take_number(r.strip_prefix('.')?, 1, 6)?;
+        (m >= 1 && w >= 1).then_some((RuleDate::Month(m.into(), w.into(), d.into()), r))?
+    } else {
+        let (n, r) = take_number(s, 3, 365)?;
+        (RuleDate::Julian0(i64::from(n)), r)
+    };
+    match rest.strip_prefix('/') {
+        Some(r) => {
+            let (t, r) = parse_posix_offset(r)?;
+            Some(((date, t), r))
+        }
+        None => Some(((date, 7200), rest)),
+    }
+}
+
+/// Days since 1970-01-01 of a civil date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The civil year of a day count since 1970-01-01.
+fn year_of_days(z: i64) -> i64 {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400;
+    if m <= 2 { y + 1 } else { y }
+}
+
+fn is_leap(y: i64) -> bool {
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+}
+
+/// Days since the epoch of `date` in `year`.
+fn rule_day(year: i64, date: RuleDate) -> i64 {
+    let jan1 = days_from_civil(year, 1, 1);
+    match date {
+        RuleDate::Julian0(n) => jan1 + n,
+        RuleDate::Julian1(n) => jan1 + n - 1 + i64::from(is_leap(year) && n >= 60),
+        RuleDate::Month(m, w, d) => {
+            let first = days_from_civil(year, m, 1);
+            // 1970-01-01 was a Thursday (4).
+            let wday_first = (first + 4).rem_euclid(7);
+            let mut day = first + (d - wday_first).rem_euclid(7) + (w - 1) * 7;
+            let next_month = if m == 12 {
+                days_from_civil(year + 1, 1, 1)
+            } else {
+                days_from_civil(year, m + 1, 1)
+            };
+            while day >= next_month {
+                day -= 7;
+            }
+            day
+        }
+    }
+}
+
+/// The local time type a POSIX TZ string (`CET-1CEST,M3.5.0,M10.5.0/3`, `UTC0`,
+/// `<+0530>-5:30`) gives at `now`. A DST name without rules uses the US rules
+/// (`M3.2.0,M11.1.0`), as glibc does. Malformed strings give `None`.
+pub fn posix_tz_at(tz: &str, now: i64) -> Option<LocalType> {
+    let (std_name, rest) = take_tz_name(tz)?;
+    let (std_west, rest) = parse_posix_offset(rest)?;
+    let standard = LocalType {
+        offset: -std_west,
+        abbrev: std_name.to_owned(),
+        dst: false,
+    };
+    if rest.is_empty() {
+        return Some(standard);
+    }
+    let (dst_name, rest) = take_tz_name(rest)?;
+    let (dst_west, rest) = if rest.starts_with(|c: char| c.is_ascii_digit() || c == '+' || c == '-')
+    {
+        parse_posix_offset(rest)?
+    } else {
+        (std_west - 3600, rest)
+    };
+    let ((start, start_t), (end, end_t)) = if rest.is_empty() {
+        (
+            (RuleDate::Month(3, 2, 0), 7200),
+            (RuleDate::Month(11, 1, 0), 7200),
+        )
+    } else {
+        let (start, r) = take_rule(rest.strip_prefix(',')?)?;
+        let (end, r) = take_rule(r.strip_prefix(',')?)?;
+        if !r.is_empty() {
+            return None;
+        }
+        (start, end)
+    };
+    let year = year_of_days((now - i64::from(std_west)).div_euclid(86_400));
+    let start_utc = rule_day(year, start) * 86_400 + i64::from(start_t) + i64::from(std_west);
+    let end_utc = rule_day(year, end) * 86_400 + i64::from(end_t) + i64::from(dst_west);
+    let in_dst = if start_utc < end_utc {
+        start_utc <= now && now < end_utc
+    } else {
+        !(end_utc <= now && now < start_utc)
+    };
+    Some(if in_dst {
+        LocalType {
+            offset: -dst_west,
+            abbrev: dst_name.to_owned(),
+            dst: true,
+        }
+    } else {
+        standard
+    })
+}
+
+/// The local time type at `now` of the guest's zone under `root`: from `etc/localtime`
+/// (symlinks followed under `root`), else from `usr/share/zoneinfo/<zone>` for the zone
+/// `read_timezone` finds; `UTC` when `etc/localtime` does not exist and no zone is named
+/// (what the C library does). `None` when no TZif data can be read.
+pub fn read_local_type(root: &Path, now: i64) -> Option<LocalType> {
+    let at = |rel: &str| -> Option<LocalType> {
+        let rel = resolve_under(root, under(root, rel))?;
+        match read_bytes(root, &rel) {
+            Ok(data) => parse_tzif_at(&data, now),
+            Err(e) => {
+                log::debug!("{e}");
+                None
+            }
+        }
+    };
+    at("etc/localtime").or_else(|| {
+        let tz = read_timezone(root);
+        at(&zoneinfo_rel(&tz.zone)?).or_else(|| {
+            (tz.zone == "UTC").then(|| LocalType {
+                offset: 0,
+                abbrev: "UTC".into(),
+                dst: false,
+            })
+        })
+    })
 }
 
 #[cfg(test)]

@@ -6,6 +6,11 @@
 //! `ut_type` i16 at 0, `ut_pid` i32 at 4, `ut_line[32]` at 8, `ut_id[4]` at 40, `ut_user[32]`
 //! at 44, `ut_host[256]` at 76, exit status at 332, session at 336, `ut_tv` at 340 (`tv_sec`
 //! i32 at 340, `tv_usec` i32 at 344), then the address and padding up to 384.
+//!
+//! Guests without utmp (systemd 257 and later no longer write it) still have logind's
+//! session files, `/run/systemd/sessions/<id>`: plain `KEY=value` lines with `USER`,
+//! `REALTIME` (microseconds since the epoch), `STATE` and `CLASS`. They are read as text; no
+//! D-Bus is involved.
 
 use std::path::Path;
 use std::time::Duration;
@@ -165,6 +170,99 @@ mod live_tests {
         let live = live_sessions(&root, all);
         assert_eq!(logged_in_users(&live), ["alice"]);
     }
+}
+
+/// Where logind keeps one file per session, relative to the root.
+const LOGIND_DIR: &str = "run/systemd/sessions";
+
+/// Most logind session files read.
+pub const MAX_LOGIND_SESSIONS: usize = 4096;
+
+/// Largest logind session file read; real ones are well under 1 KiB.
+const MAX_LOGIND_FILE: u64 = 64 * 1024;
+
+/// A user session from a logind session file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogindSession {
+    /// `USER`: the login name.
+    pub user: String,
+    /// `REALTIME`: when the session started, since the epoch (0 when missing).
+    pub login_time: Duration,
+}
+
+/// A logind session file's text as a user session: `None` when it names no user, is not a
+/// user session (`CLASS` other than `user`, `user-early`, `user-incomplete` and the like,
+/// e.g. `greeter` or `manager`), or is `closing`.
+pub fn parse_logind_session(text: &str) -> Option<LogindSession> {
+    let mut user = None;
+    let mut realtime = 0u64;
+    let mut live = true;
+    let mut is_user = true;
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        match key.trim() {
+            "USER" => user = Some(value.trim()),
+            "REALTIME" => realtime = value.trim().parse().unwrap_or(0),
+            "STATE" => live = value.trim() != "closing",
+            "CLASS" => is_user = value.trim().starts_with("user"),
+            _ => {}
+        }
+    }
+    let user = user.filter(|u| !u.is_empty())?;
+    (live && is_user).then(|| LogindSession {
+        user: user.to_owned(),
+        login_time: Duration::from_micros(realtime),
+    })
+}
+
+/// The user sessions in `run/systemd/sessions` under `root` (see `parse_logind_session`);
+/// no such directory gives an empty list. Unreadable files are skipped (a session may end
+/// while the directory is read).
+pub fn read_logind_sessions(root: &Path) -> Result<Vec<LogindSession>, Error> {
+    use std::io::Read;
+    let dir = crate::facts::under(root, LOGIND_DIR);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(Error::Read { path: dir, source }),
+    };
+    let mut out = Vec::new();
+    for entry in entries.take(MAX_LOGIND_SESSIONS) {
+        let entry = entry.map_err(|source| Error::Read {
+            path: dir.clone(),
+            source,
+        })?;
+        let name = entry.file_name();
+        // `<id>.ref` files are FIFOs held by the session's processes; never open them.
+        if name.to_string_lossy().ends_with(".ref") || !entry.file_type().is_ok_and(|t| t.is_file())
+        {
+            continue;
+        }
+        let mut text = String::new();
+        let read = std::fs::File::open(entry.path())
+            .and_then(|f| f.take(MAX_LOGIND_FILE).read_to_string(&mut text));
+        match read {
+            Ok(_) => out.extend(parse_logind_session(&text)),
+            Err(e) => log::debug!("reading {}: {e}", entry.path().display()),
+        }
+    }
+    Ok(out)
+}
+
+/// One entry per user with the earliest of their login times, sorted by user name.
+pub fn earliest_logins(
+    logins: impl IntoIterator<Item = (String, Duration)>,
+) -> Vec<(String, Duration)> {
+    let mut first: std::collections::BTreeMap<String, Duration> = std::collections::BTreeMap::new();
+    for (user, t) in logins {
+        first
+            .entry(user)
+            .and_modify(|e| *e = (*e).min(t))
+            .or_insert(t);
+    }
+    first.into_iter().collect()
 }
 
 #[cfg(test)]
@@ -355,5 +453,51 @@ mod tests {
         assert_eq!(offset_of!(libc::utmpx, ut_tv), TV_SEC);
         assert_eq!(offset_of!(libc::utmpx, ut_tv) + 4, TV_USEC);
         assert_eq!(libc::USER_PROCESS, USER_PROCESS);
+    }
+
+    #[test]
+    fn logind_session_files() {
+        let text = "# This is private data. Do not parse.\nUID=1000\nUSER=alice\nACTIVE=1\n\
+                    STATE=active\nREMOTE=1\nTYPE=tty\nCLASS=user\nREALTIME=1700000000123456\n\
+                    MONOTONIC=123\n";
+        assert_eq!(
+            parse_logind_session(text),
+            Some(LogindSession {
+                user: "alice".into(),
+                login_time: Duration::new(1_700_000_000, 123_456_000),
+            })
+        );
+        let closing = text.replace("STATE=active", "STATE=closing");
+        assert_eq!(parse_logind_session(&closing), None);
+        let greeter = text.replace("CLASS=user", "CLASS=greeter");
+        assert_eq!(parse_logind_session(&greeter), None);
+        let manager = text.replace("CLASS=user", "CLASS=manager");
+        assert_eq!(parse_logind_session(&manager), None);
+        let early = text.replace("CLASS=user", "CLASS=user-early");
+        assert!(parse_logind_session(&early).is_some());
+        assert_eq!(parse_logind_session("UID=0\nSTATE=online\n"), None);
+        let no_time = parse_logind_session("USER=bob\n").unwrap();
+        assert_eq!(no_time.login_time, Duration::ZERO);
+    }
+
+    #[test]
+    fn logind_sessions_from_the_fixture() {
+        let mut got = read_logind_sessions(&crate::facts::fixtures().join("qga-info")).unwrap();
+        got.sort_by_key(|s| s.login_time);
+        let users: Vec<&str> = got.iter().map(|s| s.user.as_str()).collect();
+        // Session 4 is closing and session 9 a greeter.
+        assert_eq!(users, ["bob", "alice", "alice"]);
+    }
+
+    #[test]
+    fn earliest_login_per_user() {
+        let s = |secs| Duration::from_secs(secs);
+        let got = earliest_logins([
+            ("bob".to_string(), s(30)),
+            ("alice".to_string(), s(20)),
+            ("bob".to_string(), s(10)),
+            ("alice".to_string(), s(40)),
+        ]);
+        assert_eq!(got, vec![("alice".into(), s(20)), ("bob".into(), s(10))]);
     }
 }

@@ -195,3 +195,12 @@ fn c_chars_to_string(chars: &[libc::c_char]) -> String {
         .collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
+
+/// Clock ticks per second (`USER_HZ`, sysconf(3) `_SC_CLK_TCK`), the unit of `/proc/stat`'s
+/// CPU times; 100 when sysconf cannot tell.
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf takes an integer name, touches no memory of ours and cannot fail in a
+    // way that matters here (-1 is handled below).
+    let n = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(n).ok().filter(|&n| n > 0).unwrap_or(100)
+}

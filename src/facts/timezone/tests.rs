@@ -321,3 +321,79 @@ fn zone_names_cannot_escape_zoneinfo() {
     assert_eq!(zoneinfo_rel("/etc/shadow"), None);
     assert_eq!(zoneinfo_rel(""), None);
 }
+
+#[test]
+fn local_type_follows_dst_in_the_footer_rule() {
+    let data = zoneinfo("tz-prague", "Europe/Prague");
+    // 2026-01-15 12:00 UTC and 2026-07-15 12:00 UTC.
+    let winter = parse_tzif_at(&data, 1_768_478_400).unwrap();
+    assert_eq!(
+        (winter.offset, winter.abbrev.as_str(), winter.dst),
+        (3600, "CET", false)
+    );
+    let summer = parse_tzif_at(&data, 1_784_116_800).unwrap();
+    assert_eq!(
+        (summer.offset, summer.abbrev.as_str(), summer.dst),
+        (7200, "CEST", true)
+    );
+    // 2040, past any transition table: the footer rule decides.
+    let later = parse_tzif_at(&data, 2_225_966_400).unwrap();
+    assert_eq!(later.abbrev, "CEST");
+    // 1900, before the first transition: type 0 (local mean time).
+    assert!(parse_tzif_at(&data, -2_208_988_800).is_some());
+}
+
+#[test]
+fn local_type_of_kolkata_and_rules() {
+    let data = zoneinfo("tz-kolkata-link", "Asia/Kolkata");
+    let t = parse_tzif_at(&data, 1_768_478_400).unwrap();
+    assert_eq!((t.offset, t.abbrev.as_str()), (19800, "IST"));
+    let at = |tz: &str, now: i64| posix_tz_at(tz, now).map(|t| (t.offset, t.abbrev));
+    let eu = "CET-1CEST,M3.5.0,M10.5.0/3";
+    // 2026-03-29 01:00 UTC is the switch to CEST; one second before is still CET.
+    assert_eq!(at(eu, 1_774_746_000), Some((7200, "CEST".into())));
+    assert_eq!(at(eu, 1_774_745_999), Some((3600, "CET".into())));
+    // 2026-10-25 01:00 UTC is the switch back.
+    assert_eq!(at(eu, 1_792_890_000), Some((3600, "CET".into())));
+    assert_eq!(at(eu, 1_792_889_999), Some((7200, "CEST".into())));
+    // Southern hemisphere: DST spans the new year.
+    let nz = "NZST-12NZDT,M9.5.0,M4.1.0/3";
+    assert_eq!(at(nz, 1_768_478_400), Some((46800, "NZDT".into())));
+    assert_eq!(at(nz, 1_784_116_800), Some((43200, "NZST".into())));
+    assert_eq!(at("UTC0", 0), Some((0, "UTC".into())));
+    assert_eq!(at("<+0530>-5:30", 0), Some((19800, "+0530".into())));
+    // US default rules when none are given; July is daylight time.
+    assert_eq!(at("EST5EDT", 1_784_116_800), Some((-14400, "EDT".into())));
+    assert_eq!(at("J60", 0), None);
+    assert_eq!(at("CET-1CEST,M3.5.0", 0), None);
+}
+
+#[test]
+fn civil_dates() {
+    assert_eq!(days_from_civil(1970, 1, 1), 0);
+    assert_eq!(days_from_civil(2000, 3, 1), 11017);
+    assert_eq!(year_of_days(11016), 2000);
+    assert_eq!(year_of_days(-1), 1969);
+    // 2026-03-29 is the last Sunday of March 2026.
+    assert_eq!(
+        rule_day(2026, RuleDate::Month(3, 5, 0)),
+        days_from_civil(2026, 3, 29)
+    );
+    assert_eq!(
+        rule_day(2024, RuleDate::Julian1(60)),
+        days_from_civil(2024, 3, 1)
+    );
+    assert_eq!(
+        rule_day(2024, RuleDate::Julian0(59)),
+        days_from_civil(2024, 2, 29)
+    );
+}
+
+#[test]
+fn local_type_under_a_root() {
+    let t = read_local_type(&fixtures().join("tz-kolkata-link"), 0).unwrap();
+    assert_eq!(t.abbrev, "IST");
+    // No etc/localtime at all: UTC.
+    let t = read_local_type(&fixtures().join("no-such-root"), 0).unwrap();
+    assert_eq!((t.offset, t.abbrev.as_str()), (0, "UTC"));
+}
