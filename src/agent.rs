@@ -2,8 +2,8 @@
 //! The agent: one single-threaded poll(2) loop over a table built each turn from named
 //! tokens: the signalfd (SIGTERM, SIGINT, SIGHUP, SIGIO, SIGCHLD), the timerfd (the earliest
 //! deadline of every link and service), each link's listening socket and connection, the
-//! control socket and its clients, and the pipes of running hooks. It dispatches readiness
-//! and knows no protocol: each link's session does that.
+//! control socket and its clients, and the pipes of running hooks and QGA processes. It
+//! dispatches readiness and knows no protocol: each link's session does that.
 //!
 //! While no host is attached nothing is collected and no timer is armed: the process sleeps
 //! in poll(2) until a peer connects (listening socket) or a virtio port raises SIGIO.
@@ -75,6 +75,8 @@ enum Token {
     Control,
     /// A pipe of a running hook (the runners tell them apart by fd).
     Hook,
+    /// A pipe of a QGA guest-exec process or helper program (the table tells them apart).
+    Exec,
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -212,7 +214,9 @@ impl Agent {
         }
         entries.extend(fds.drain(..).map(|(fd, ev)| (Token::Control, fd, ev)));
         self.svc.hooks.poll_fds(&mut fds);
-        entries.extend(fds.into_iter().map(|(fd, ev)| (Token::Hook, fd, ev)));
+        entries.extend(fds.drain(..).map(|(fd, ev)| (Token::Hook, fd, ev)));
+        self.svc.execs.poll_fds(&mut fds);
+        entries.extend(fds.into_iter().map(|(fd, ev)| (Token::Exec, fd, ev)));
         entries
             .into_iter()
             .map(|(t, fd, ev)| (sys::pollfd(fd, ev), t))
@@ -242,6 +246,7 @@ impl Agent {
                     }
                 }
                 Token::Hook => self.svc.hooks.on_ready(p.fd, p.revents),
+                Token::Exec => self.svc.on_exec_ready(p.fd, p.revents),
             }
         }
         self.end_of_turn()
@@ -298,7 +303,7 @@ impl Agent {
                         link.on_sigio(fd, &mut self.svc);
                     }
                 }
-                Signal::Child => self.svc.hooks.on_sigchld(),
+                Signal::Child => self.svc.on_sigchld(),
                 other => log::debug!("ignoring signal {other:?}"),
             }
         }

@@ -69,7 +69,14 @@ pub struct Config {
     /// Commands that power off or reboot the guest, instead of the built-in methods.
     pub poweroff_command: Option<String>,
     pub reboot_command: Option<String>,
+    /// Bytes of each of stdout and stderr a QGA `guest-exec` keeps (the rest is dropped).
+    pub exec_output_limit: usize,
+    /// A finished `guest-exec` whose status nobody took is forgotten this long after it ended.
+    pub exec_expiry: Duration,
 }
+
+/// The largest `exec-output-limit`: two streams of it, in base64, stay under QGA's reply cap.
+pub const MAX_EXEC_OUTPUT: usize = 2 << 20;
 
 impl Default for Config {
     fn default() -> Self {
@@ -102,6 +109,8 @@ impl Default for Config {
             lifecycle_timeout: Duration::from_secs(8),
             poweroff_command: None,
             reboot_command: None,
+            exec_output_limit: 1 << 20,
+            exec_expiry: Duration::from_secs(600),
         }
     }
 }
@@ -218,6 +227,16 @@ pub const KEYS: &[(&str, &str)] = &[
         "reboot-command",
         "CMD: run CMD (no shell) to reboot, instead of the built-in methods",
     ),
+    (
+        "exec-output-limit",
+        "BYTES: QGA guest-exec keeps this much of each of stdout and stderr (default 1048576, \
+         at most 2097152)",
+    ),
+    (
+        "exec-expiry",
+        "SECS: a finished QGA guest-exec nobody asked about is forgotten after SECS (default \
+         600)",
+    ),
 ];
 
 /// A bad key or value; `Display` gives the reason, the caller adds where it came from.
@@ -310,6 +329,18 @@ impl Config {
                 self.poweroff_command = (!value.is_empty()).then(|| value.to_owned())
             }
             "reboot-command" => self.reboot_command = (!value.is_empty()).then(|| value.to_owned()),
+            "exec-output-limit" => {
+                self.exec_output_limit = match value.parse::<usize>() {
+                    Ok(n) if n <= MAX_EXEC_OUTPUT => n,
+                    _ => {
+                        return Err(BadSetting(format!(
+                            "{key} must be a number of bytes from 0 to {MAX_EXEC_OUTPUT}, not \
+                             '{value}'"
+                        )));
+                    }
+                }
+            }
+            "exec-expiry" => self.exec_expiry = seconds(key, value)?,
             _ => return Err(BadSetting(format!("unknown key '{key}'"))),
         }
         Ok(())

@@ -44,6 +44,15 @@ pub struct Spec {
     pub timeout: Option<Duration>,
     /// ... and at this monotonic time, if set and earlier.
     pub ends: Option<Duration>,
+    /// The program's stderr goes into its stdout pipe (`stderr` then stays empty).
+    pub merge_stderr: bool,
+}
+
+/// Overwrites `buf` with zeros in a way the optimiser keeps, before it is freed: for input
+/// that may hold a secret (a password on a program's stdin).
+pub fn wipe(buf: &mut [u8]) {
+    buf.fill(0);
+    std::hint::black_box(&buf);
 }
 
 /// Why a program could not be started or waited for.
@@ -179,7 +188,8 @@ impl Child {
         let cwd = (spec.cwd.as_ref())
             .map(|d| c(d.as_os_str().as_bytes()))
             .transpose()?;
-        let s = sys::spawn(&path, &argv, &envp, cwd.as_deref()).map_err(err)?;
+        let s =
+            sys::spawn_with(&path, &argv, &envp, cwd.as_deref(), spec.merge_stderr).map_err(err)?;
         let now = sys::monotonic_now();
         let own = spec.timeout.map(|t| now + t);
         let deadline = match (own, spec.ends) {
@@ -257,6 +267,7 @@ impl Child {
         };
         self.reaped = true;
         self.stdin = None;
+        wipe(&mut self.input);
         self.input = Vec::new();
         self.deadline = Some(sys::monotonic_now() + DRAIN);
     }
@@ -341,6 +352,7 @@ impl Child {
             }
         }
         self.stdin = None;
+        wipe(&mut self.input);
         self.input = Vec::new();
     }
 }
@@ -348,6 +360,7 @@ impl Child {
 impl Drop for Child {
     /// A program still running when its owner goes (the agent stops) is killed and reaped.
     fn drop(&mut self) {
+        wipe(&mut self.input);
         if !self.reaped && sys::kill_group(self.pid, sys::SIGKILL).is_ok() {
             let _ = sys::wait(self.pid);
         }

@@ -335,6 +335,7 @@ fn spec(job: &Job, program: PathBuf) -> Spec {
         limit: KEEP,
         timeout: Some(job.timeout),
         ends: job.ends,
+        merge_stderr: false,
     }
 }
 

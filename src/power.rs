@@ -301,8 +301,17 @@ pub fn check_power_state(root: &Path, state: &str) -> Result<(), String> {
     }
 }
 
-/// Suspends the guest. Blocks: the write returns once the guest has resumed.
+/// Suspends the guest. Blocks: the write returns once the guest has resumed. `hybrid`
+/// (QGA's guest-suspend-hybrid) first writes "suspend" to `/sys/power/disk`, then "disk".
 pub fn write_power_state(root: &Path, state: &str) -> Result<(), String> {
+    let state = if state == "hybrid" {
+        let disk = facts::under(root, "sys/power/disk");
+        log::info!("hibernate: writing 'suspend' to {}", disk.display());
+        std::fs::write(&disk, "suspend").map_err(|e| format!("writing {}: {e}", disk.display()))?;
+        "disk"
+    } else {
+        state
+    };
     let path = facts::under(root, "sys/power/state");
     log::info!("hibernate: writing '{state}' to {}", path.display());
     std::fs::write(&path, state).map_err(|e| format!("writing {}: {e}", path.display()))

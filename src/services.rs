@@ -12,6 +12,8 @@ use crate::facts::Health;
 use crate::hooks::{self, Job, Outcome, Runner};
 use crate::kv::keeper::Keeper;
 use crate::power::{self, Power};
+use crate::qga::exec::Execs;
+use crate::qga::file::Files;
 
 /// Index of a link in the agent's list.
 pub type LinkId = usize;
@@ -164,6 +166,10 @@ pub struct Services {
     pub store: Keeper,
     pub hooks: Hooks,
     pub power: Power,
+    /// QGA's guest-exec processes and helper programs.
+    pub execs: Execs,
+    /// QGA's open file handles, which outlive the connection that opened them.
+    pub files: Files,
     /// Notices for the sessions, routed by the loop at the end of each turn.
     pub notices: Vec<Notice>,
 }
@@ -171,6 +177,8 @@ pub struct Services {
 impl Services {
     pub fn new(cfg: Config, store: Keeper) -> Services {
         Services {
+            execs: Execs::new(cfg.exec_expiry),
+            files: Files::default(),
             cfg,
             health: Health::default(),
             store,
@@ -284,9 +292,22 @@ impl Services {
         !self.notices.is_empty() || self.hooks.has_finished()
     }
 
-    /// Timer work: hook timeouts, power deadlines, batched delivery records.
+    /// A SIGCHLD arrived: reaps hook programs and QGA's processes that ended.
+    pub fn on_sigchld(&mut self) {
+        self.hooks.on_sigchld();
+        self.execs.on_sigchld(&mut self.notices);
+    }
+
+    /// poll(2) reported `revents` on a pipe of a QGA process.
+    pub fn on_exec_ready(&mut self, fd: RawFd, revents: i16) {
+        self.execs.on_ready(fd, revents, &mut self.notices);
+    }
+
+    /// Timer work: hook timeouts, power deadlines, batched delivery records, QGA process
+    /// drains and expiry.
     pub fn on_timer(&mut self, now: Duration) {
         self.hooks.on_timer(now);
+        self.execs.on_timer(now, &mut self.notices);
         self.power
             .on_timer(now, &self.cfg, &mut self.hooks, &mut self.notices);
         self.store.on_timer(now);
@@ -298,6 +319,7 @@ impl Services {
             self.hooks.deadline(),
             self.power.deadline(),
             self.store.deadline(),
+            self.execs.deadline(),
         ]
         .into_iter()
         .flatten()

@@ -3,6 +3,7 @@
 //! generic over `Read`, the queue over `Write`, so tests drive them with `Vec<u8>` and
 //! `UnixStream::pair()`.
 
+pub mod base64;
 pub mod json;
 pub mod line;
 pub mod queue;

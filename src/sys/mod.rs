@@ -7,6 +7,7 @@ mod net;
 mod process;
 mod signalfd;
 mod sock;
+mod time;
 mod timerfd;
 mod tty;
 
@@ -17,11 +18,12 @@ use std::time::Duration;
 pub use fs::{FsStats, flock_exclusive_nonblocking, statvfs};
 pub use net::{InterfaceAddress, interface_addresses, prefix_len};
 pub use process::{
-    ExitStatus, SIGKILL, SIGTERM, Spawned, kill_group, signal, spawn, sync_and_reboot, try_wait,
-    wait,
+    ExitStatus, SIGKILL, SIGTERM, Spawned, kill_group, signal, spawn, spawn_with, sync_and_reboot,
+    try_wait, wait,
 };
 pub use signalfd::{Signal, SignalFd};
 pub use sock::{PeerCred, chgrp, geteuid, peer_cred};
+pub use time::{RtcTime, rtc_read, rtc_set, set_realtime};
 pub use timerfd::TimerFd;
 pub use tty::{open_pty, set_raw};
 

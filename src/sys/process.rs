@@ -60,6 +60,18 @@ pub fn spawn(
     envp: &[CString],
     cwd: Option<&CStr>,
 ) -> io::Result<Spawned> {
+    spawn_with(path, argv, envp, cwd, false)
+}
+
+/// `spawn`, with the child's stderr sent into its stdout pipe when `merge_stderr` is set
+/// (QGA's `capture-output: "merged"`); the returned `stderr` then reads end of file at once.
+pub fn spawn_with(
+    path: &CStr,
+    argv: &[CString],
+    envp: &[CString],
+    cwd: Option<&CStr>,
+    merge_stderr: bool,
+) -> io::Result<Spawned> {
     // Everything the child needs is prepared here: it must not allocate after fork.
     let ptrs = |v: &[CString]| -> Vec<*const libc::c_char> {
         v.iter()
@@ -73,7 +85,8 @@ pub fn spawn(
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let (exec_r, exec_w) = pipe()?;
-    let ends = [in_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
+    let err_end = if merge_stderr { &out_w } else { &err_w };
+    let ends = [in_r.as_raw_fd(), out_w.as_raw_fd(), err_end.as_raw_fd()];
     // SAFETY: guestd's child only makes async-signal-safe calls before execve or _exit (see
     // `child`), so forking is sound even if the parent had other threads.
     let pid = cvt(unsafe { libc::fork() })?;
@@ -254,6 +267,16 @@ mod tests {
         assert_eq!(read_all(&p.stderr), b"err\n");
         assert_eq!(wait(p.pid).unwrap(), ExitStatus::Code(3));
         assert_eq!(ExitStatus::Code(3).to_string(), "exit status 3");
+    }
+
+    #[test]
+    fn stderr_can_be_merged_into_stdout() {
+        let argv = [c("sh"), c("-c"), c("echo out; echo err >&2")];
+        let p = spawn_with(&c("/bin/sh"), &argv, &[], None, true).unwrap();
+        drop(p.stdin);
+        assert_eq!(read_all(&p.stdout), b"out\nerr\n");
+        assert_eq!(read_all(&p.stderr), b"");
+        assert_eq!(wait(p.pid).unwrap(), ExitStatus::Code(0));
     }
 
     #[test]
