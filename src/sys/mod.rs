@@ -9,6 +9,7 @@ mod signalfd;
 mod sock;
 mod timerfd;
 mod tty;
+mod vsock;
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
@@ -24,6 +25,7 @@ pub use signalfd::{Signal, SignalFd};
 pub use sock::{PeerCred, chgrp, geteuid, peer_cred};
 pub use timerfd::TimerFd;
 pub use tty::{open_pty, set_raw};
+pub use vsock::{VSOCK_CID_ANY, VsockListener, VsockStream};
 
 /// Turns a libc return value of -1 into `io::Error::last_os_error()`.
 pub(crate) fn cvt<T: IsMinusOne>(ret: T) -> io::Result<T> {
