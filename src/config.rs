@@ -119,7 +119,7 @@ impl Default for Config {
 pub const KEYS: &[(&str, &str)] = &[
     (
         "channel",
-        "SPEC: virtio-serial[:NAME] | unix-listen:PATH | serial:DEVICE",
+        "SPEC: virtio-serial[:NAME] | unix-listen:PATH | vsock-listen:[CID:]PORT | serial:DEVICE",
     ),
     (
         "qga-channel",

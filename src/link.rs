@@ -215,8 +215,8 @@ impl Link {
     pub fn start(&mut self, svc: &mut Services) {
         let (proto, spec) = (self.session.protocol(), self.channel.spec());
         log::info!("{proto} channel {spec}");
-        if let ChannelSpec::UnixListen(p) = spec {
-            log::info!("waiting for a host peer on {}", p.display());
+        if self.channel.is_listening() {
+            log::info!("waiting for a host peer on {spec}");
         } else if self.channel.waiting_for_port() {
             log::warn!(
                 "{} not available yet; looking again every {} s",

@@ -167,3 +167,140 @@ fn watch_prints_timestamped_messages_and_a_missing_socket_times_out() {
         text(&o.stderr)
     );
 }
+
+/// `guestctl --qga <dir>/qga.sock ARGS`.
+fn guestctl_qga(agent: &Agent, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_guestctl"))
+        .args(["--qga", agent.qga.to_str().unwrap(), "--timeout", "10"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok_qga(agent: &Agent, args: &[&str]) -> String {
+    let o = guestctl_qga(agent, args);
+    assert!(
+        o.status.success(),
+        "guestctl --qga {args:?}: {}",
+        text(&o.stderr)
+    );
+    text(&o.stdout)
+}
+
+fn err_qga(agent: &Agent, args: &[&str]) -> String {
+    let o = guestctl_qga(agent, args);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "guestctl --qga {args:?} did not fail"
+    );
+    text(&o.stderr)
+}
+
+#[test]
+fn qga_mode_syncs_and_runs_protocol_and_raw_commands() {
+    let dir = Dir::new("ctl-qga");
+    let agent = Agent::start_qga(dir.path(), &["--block-rpcs=guest-sync"]);
+    assert!(ok_qga(&agent, &["ping"]).starts_with("guest-ping answered in "));
+    let table = ok_qga(&agent, &["info"]);
+    assert!(table.starts_with("version "), "{table}");
+    for row in ["guest-ping", "__io.github.guestd_get-param"] {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with(row) && l.ends_with(" enabled")),
+            "{row} missing from:\n{table}"
+        );
+    }
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("guest-sync ") && l.ends_with(" disabled"))
+    );
+    let info: Value = serde_json::from_str(&ok_qga(&agent, &["--json", "info"])).unwrap();
+    assert!(info["supported_commands"].as_array().unwrap().len() > 4);
+    // A command the agent lacks, and one it refuses, in words.
+    assert_eq!(
+        err_qga(&agent, &["call", "guest-frobnicate"]),
+        "guestctl: the agent does not support guest-frobnicate\n"
+    );
+    assert!(
+        err_qga(&agent, &["call", "guest-sync", "{\"id\":1}"])
+            .contains("the agent has disabled guest-sync")
+    );
+    // call prints the return value; raw prints the whole reply, id and all.
+    assert_eq!(ok_qga(&agent, &["call", "guest-ping"]), "{}\n");
+    let raw = ok_qga(&agent, &["raw", r#"{"execute":"guest-ping","id":"x1"}"#]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&raw).unwrap(),
+        serde_json::json!({"return": {}, "id": "x1"})
+    );
+    let e = guestctl_qga(&agent, &["raw", r#"{"execute":"nope"}"#]);
+    assert_eq!(e.status.code(), Some(1));
+    assert!(
+        text(&e.stdout).contains("CommandNotFound"),
+        "{}",
+        text(&e.stdout)
+    );
+    // Usage errors need no agent round trip.
+    assert!(err_qga(&agent, &["frob"]).contains("unknown command 'frob' with --qga"));
+    let o = Command::new(env!("CARGO_BIN_EXE_guestctl"))
+        .args(["--qga", "a", "--socket", "b", "ping"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("--socket and --qga exclude each other"));
+}
+
+#[test]
+fn qga_mode_reaches_the_key_value_store_and_the_guest_messages() {
+    let dir = Dir::new("ctl-qga-kv");
+    let d = dir.path();
+    let agent = Agent::start_qga(d, &[]);
+    assert_eq!(ok_qga(&agent, &["set", "a=1 = 2"]), "");
+    assert_eq!(ok_qga(&agent, &["set", "ключ=\u{e9}"]), "");
+    assert_eq!(ok_qga(&agent, &["get", "a"]), "1 = 2\n");
+    assert_eq!(ok_qga(&agent, &["get", "ключ"]), "\u{e9}\n");
+    assert_eq!(
+        ok_qga(&agent, &["list"]),
+        "{\"a\":\"1 = 2\"}\n{\"ключ\":\"é\"}\n"
+    );
+    assert_eq!(ok_qga(&agent, &["delete", "a"]), "");
+    assert_eq!(
+        err_qga(&agent, &["get", "a"]),
+        "guestctl: __io.github.guestd_get-param: no param \"a\"\n"
+    );
+    assert!(err_qga(&agent, &["set", "=v"]).contains("key is empty"));
+    assert_eq!(ok_qga(&agent, &["delete-all"]), "");
+    assert_eq!(ok_qga(&agent, &["list"]), "");
+    // The guest's messages: read, then taken with --ack.
+    let guestd = |args: &[&str]| {
+        let o = Command::new(common::guestd_bin())
+            .args(["--config", "/dev/null", "-d", "1"])
+            .args(common::isolation(d))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o.stderr));
+    };
+    guestd(&["-p", "k=v"]);
+    guestd(&["-e", "ready"]);
+    let lines = |s: String| -> Vec<Value> {
+        s.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let first = lines(ok_qga(&agent, &["messages"]));
+    assert_eq!(first.len(), 2);
+    assert_eq!(
+        (&first[0]["kind"], &first[0]["key"]),
+        (&"param".into(), &"k".into())
+    );
+    assert_eq!(first[1]["name"], "ready");
+    assert_eq!(lines(ok_qga(&agent, &["messages", "--ack"])), first);
+    assert_eq!(ok_qga(&agent, &["messages"]), "");
+    guestd(&["-e", "again"]);
+    let seq = lines(ok_qga(&agent, &["messages"]))[0]["seq"].to_string();
+    assert_eq!(ok_qga(&agent, &["ack", &seq]), "");
+    assert_eq!(ok_qga(&agent, &["messages"]), "");
+}

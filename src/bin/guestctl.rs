@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //! `guestctl`: the host-side tool. Connects as a client to the UNIX socket QEMU or libvirt
-//! exposes for the VM's `ovirt-guest-agent.0` port and talks to guestd over it.
+//! exposes for the VM's `ovirt-guest-agent.0` port and talks to guestd over it, or, with
+//! `--qga`, to the socket of its `org.qemu.guest_agent.0` port (`guestctl/qga.rs`).
 //!
 //! A host tool, not the agent: it uses blocking I/O with read timeouts, which keeps it short.
 
@@ -10,6 +11,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+#[path = "guestctl/qga.rs"]
+mod qga;
 #[path = "guestctl/table.rs"]
 mod table;
 
@@ -20,6 +23,7 @@ use table::{print_table, s, timestamp};
 
 const USAGE: &str = "\
 Usage: guestctl --socket PATH [--timeout SECS] [--json] COMMAND
+       guestctl --qga PATH [--timeout SECS] [--json] QGA-COMMAND
 
 Talks to guestd through the host side of the VM's ovirt-guest-agent.0 channel socket
 (QEMU: -chardev socket,server=on,wait=off). Retries until the socket accepts a connection.
@@ -42,8 +46,26 @@ Actions (each waits for the guest's completion):
   lifecycle TYPE    before_hibernation, after_hibernation, before_migration, after_migration
   set-cpus COUNT    bring CPUs online or offline; prints the new number-of-cpus
 
+With --qga PATH, guestctl speaks the QEMU guest-agent protocol instead, to the socket of
+the VM's org.qemu.guest_agent.0 port (libvirt: /var/lib/libvirt/qemu/channel/target/
+DOMAIN/org.qemu.guest_agent.0) or guestd's unix-listen QGA channel. It synchronises first
+(0xFF, guest-sync-delimited with a random id), so it works with qemu-ga too, except for
+guestd's own key-value commands. QGA commands:
+  ping            guest-ping; prints the round-trip time
+  info            guest-info: the version and every command, enabled or disabled
+                  (one JSON object with --json)
+  osinfo          guest-get-osinfo, as JSON
+  call NAME [ARGUMENTS-JSON]   any command; prints its return value as JSON
+  raw JSON        send one request as it is; prints the whole reply
+  set KEY=VALUE   get KEY   list   delete KEY   delete-all
+                  guestd's key-value store (__io.github.guestd_* commands)
+  messages [--ack]  the guest's messages for the host, one JSON object a line; --ack
+                  takes them (acknowledged, they are not delivered again)
+  ack SEQ         acknowledge the messages up to SEQ
+
 Options:
-  --socket PATH    the channel socket (required)
+  --socket PATH    the oVirt channel socket
+  --qga PATH       the QEMU guest-agent channel socket (one of the two is required)
   --timeout SECS   give up after SECS without the expected answer (default 10)
   --json           info: print one JSON object instead of a table
   -h, --help       this help
@@ -51,6 +73,8 @@ Options:
 
 struct Opts {
     socket: PathBuf,
+    /// `--qga`: speak the QEMU guest-agent protocol.
+    qga: bool,
     timeout: Duration,
     json: bool,
     command: String,
@@ -60,6 +84,7 @@ struct Opts {
 
 fn parse_args() -> Result<Option<Opts>, String> {
     let mut socket = None;
+    let mut qga = None;
     let mut timeout = Duration::from_secs(10);
     let mut json = false;
     let mut command = None;
@@ -79,6 +104,7 @@ fn parse_args() -> Result<Option<Opts>, String> {
         match name.as_str() {
             "-h" | "--help" => return Ok(None),
             "--socket" => socket = Some(PathBuf::from(value("--socket")?)),
+            "--qga" => qga = Some(PathBuf::from(value("--qga")?)),
             "--timeout" => {
                 let v = value("--timeout")?;
                 let secs: f64 = v
@@ -98,10 +124,16 @@ fn parse_args() -> Result<Option<Opts>, String> {
             other => return Err(format!("unexpected argument '{other}'")),
         }
     }
-    let socket = socket.ok_or("--socket PATH is required")?;
+    let (socket, qga) = match (socket, qga) {
+        (Some(s), None) => (s, false),
+        (None, Some(q)) => (q, true),
+        (Some(_), Some(_)) => return Err("--socket and --qga exclude each other".into()),
+        (None, None) => return Err("--socket PATH or --qga PATH is required".into()),
+    };
     let command = command.ok_or("a COMMAND is required")?;
     Ok(Some(Opts {
         socket,
+        qga,
         timeout,
         json,
         args: rest,
@@ -230,6 +262,15 @@ fn info(opts: &Opts) -> Result<Map<String, Value>, String> {
 }
 
 fn run(opts: &Opts) -> Result<(), String> {
+    if opts.qga {
+        return qga::run(
+            &opts.socket,
+            opts.timeout,
+            opts.json,
+            &opts.command,
+            &opts.args,
+        );
+    }
     match opts.command.as_str() {
         "info" => {
             let facts = info(opts)?;

@@ -6,6 +6,9 @@
 //!   `vportNpM` whose `/sys/class/virtio-ports/*/name` is NAME; detached while no host is on
 //!   the other end (SIGIO says when one comes).
 //! - `listen`: `unix-listen:PATH`, a listening UNIX socket; one host peer at a time.
+//! - `vsock-listen:[CID:]PORT`: a listening vsock socket (`sys::VsockListener`, backlog 1),
+//!   on every CID of the guest unless one is named, as qemu-ga's `-m vsock-listen -p
+//!   CID:PORT`; one host peer at a time, like `unix-listen`.
 //! - `serial`: `serial:DEVICE`, a serial line in raw mode; always attached.
 //!
 //! The port names a bare `virtio-serial` looks for belong to the protocol served on it and
@@ -31,6 +34,11 @@ use crate::sys;
 pub enum ChannelSpec {
     VirtioSerial(Option<String>),
     UnixListen(PathBuf),
+    /// `vsock-listen:[CID:]PORT`; no CID is `VMADDR_CID_ANY`.
+    VsockListen {
+        cid: Option<u32>,
+        port: u32,
+    },
     Serial(PathBuf),
 }
 
@@ -55,8 +63,10 @@ impl FromStr for ChannelSpec {
             }
             ("unix-listen", Some(p)) if !p.is_empty() => Ok(ChannelSpec::UnixListen(p.into())),
             ("serial", Some(p)) if !p.is_empty() => Ok(ChannelSpec::Serial(p.into())),
+            ("vsock-listen", Some(a)) => parse_vsock(a).map_err(|e| format!("channel '{s}': {e}")),
             _ => Err(format!(
-                "channel '{s}' is not virtio-serial[:NAME], unix-listen:PATH or serial:DEVICE"
+                "channel '{s}' is not virtio-serial[:NAME], unix-listen:PATH, \
+                 vsock-listen:[CID:]PORT or serial:DEVICE"
             )),
         }
     }
@@ -69,8 +79,39 @@ impl fmt::Display for ChannelSpec {
             ChannelSpec::VirtioSerial(Some(n)) => write!(f, "virtio-serial:{n}"),
             ChannelSpec::UnixListen(p) => write!(f, "unix-listen:{}", p.display()),
             ChannelSpec::Serial(p) => write!(f, "serial:{}", p.display()),
+            ChannelSpec::VsockListen { cid: None, port } => write!(f, "vsock-listen:{port}"),
+            ChannelSpec::VsockListen {
+                cid: Some(cid),
+                port,
+            } => write!(f, "vsock-listen:{cid}:{port}"),
         }
     }
+}
+
+/// `[CID:]PORT` of `vsock-listen`. The port is 0..=4294967294 (4294967295 is
+/// `VMADDR_PORT_ANY`, which listen(2) cannot use); the CID any 32-bit number.
+fn parse_vsock(arg: &str) -> Result<ChannelSpec, String> {
+    let (cid, port) = match arg.split_once(':') {
+        Some((c, p)) => (Some(c), p),
+        None => (None, arg),
+    };
+    let port = port
+        .parse::<u32>()
+        .ok()
+        .filter(|&p| p < u32::MAX)
+        .ok_or_else(|| {
+            format!(
+                "the port '{port}' is not a number from 0 to {}",
+                u32::MAX - 1
+            )
+        })?;
+    let cid = cid
+        .map(|c| {
+            c.parse::<u32>()
+                .map_err(|_| format!("the CID '{c}' is not a number from 0 to {}", u32::MAX))
+        })
+        .transpose()?;
+    Ok(ChannelSpec::VsockListen { cid, port })
 }
 
 /// A channel operation that failed, with the path it concerned.
@@ -106,6 +147,7 @@ fn err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error 
 pub enum Conn {
     Port(File),
     Stream(UnixStream),
+    Vsock(sys::VsockStream),
 }
 
 impl Conn {
@@ -113,6 +155,7 @@ impl Conn {
         match self {
             Conn::Port(f) => f.as_raw_fd(),
             Conn::Stream(s) => s.as_raw_fd(),
+            Conn::Vsock(s) => s.as_raw_fd(),
         }
     }
 }
@@ -122,6 +165,7 @@ impl Read for Conn {
         match self {
             Conn::Port(f) => f.read(buf),
             Conn::Stream(s) => s.read(buf),
+            Conn::Vsock(s) => s.read(buf),
         }
     }
 }
@@ -131,11 +175,38 @@ impl Write for Conn {
         match self {
             Conn::Port(f) => f.write(buf),
             Conn::Stream(s) => s.write(buf),
+            Conn::Vsock(s) => s.write(buf),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// A listening socket: UNIX or vsock.
+#[derive(Debug)]
+enum Listening {
+    Unix(listen::Listener),
+    Vsock(sys::VsockListener),
+}
+
+impl Listening {
+    fn raw_fd(&self) -> RawFd {
+        match self {
+            Listening::Unix(l) => l.socket().as_raw_fd(),
+            Listening::Vsock(l) => l.as_raw_fd(),
+        }
+    }
+
+    fn accept(&self) -> io::Result<Option<Conn>> {
+        match self {
+            Listening::Unix(l) => Ok(l.accept()?.map(Conn::Stream)),
+            Listening::Vsock(l) => Ok(l.accept()?.map(|(s, cid, port)| {
+                log::info!("vsock host peer {cid}:{port} connected");
+                Conn::Vsock(s)
+            })),
+        }
     }
 }
 
@@ -147,7 +218,7 @@ pub struct Channel {
     root: PathBuf,
     /// The port names a bare `virtio-serial` looks for, in order.
     ports: &'static [&'static str],
-    listener: Option<listen::Listener>,
+    listener: Option<Listening>,
     conn: Option<Conn>,
     attached: bool,
     /// Accepting is paused after an accept error (e.g. EMFILE), so the loop does not spin.
@@ -174,7 +245,16 @@ impl Channel {
         };
         match spec {
             ChannelSpec::UnixListen(path) => {
-                ch.listener = Some(listen::Listener::bind(path, None)?)
+                ch.listener = Some(Listening::Unix(listen::Listener::bind(path, None)?))
+            }
+            ChannelSpec::VsockListen { cid, port } => {
+                let l = sys::VsockListener::bind(cid.unwrap_or(sys::VSOCK_CID_ANY), *port)
+                    .map_err(|source| Error {
+                        op: "listening on",
+                        path: spec.to_string().into(),
+                        source,
+                    })?;
+                ch.listener = Some(Listening::Vsock(l));
             }
             ChannelSpec::VirtioSerial(_) | ChannelSpec::Serial(_) => {
                 if let Err(e) = ch.open_port() {
@@ -200,7 +280,16 @@ impl Channel {
     /// Whether this is a device channel (virtio or serial) that is not open: not found yet,
     /// or closed after an error. The link then retries `open_port` on a timer.
     pub fn waiting_for_port(&self) -> bool {
-        !matches!(self.spec, ChannelSpec::UnixListen(_)) && self.conn.is_none()
+        !self.is_listening() && self.conn.is_none()
+    }
+
+    /// Whether this is a listening socket (`unix-listen`, `vsock-listen`): a host peer
+    /// connects to it.
+    pub fn is_listening(&self) -> bool {
+        matches!(
+            self.spec,
+            ChannelSpec::UnixListen(_) | ChannelSpec::VsockListen { .. }
+        )
     }
 
     pub fn is_virtio(&self) -> bool {
@@ -214,7 +303,7 @@ impl Channel {
             return Ok(true);
         }
         match &self.spec {
-            ChannelSpec::UnixListen(_) => Ok(false),
+            ChannelSpec::UnixListen(_) | ChannelSpec::VsockListen { .. } => Ok(false),
             ChannelSpec::Serial(path) => {
                 self.conn = Some(Conn::Port(serial::open(path)?));
                 self.attached = true;
@@ -258,7 +347,7 @@ impl Channel {
     /// The listening socket while it should accept (no peer yet).
     pub fn listen_fd(&self) -> Option<RawFd> {
         match (&self.listener, &self.conn) {
-            (Some(l), None) if !self.listen_paused => Some(l.socket().as_raw_fd()),
+            (Some(l), None) if !self.listen_paused => Some(l.raw_fd()),
             _ => None,
         }
     }
@@ -312,8 +401,8 @@ impl Channel {
             return Ok(false);
         }
         match l.accept()? {
-            Some(s) => {
-                self.conn = Some(Conn::Stream(s));
+            Some(c) => {
+                self.conn = Some(c);
                 self.attached = true;
                 Ok(true)
             }
@@ -327,7 +416,9 @@ impl Channel {
     pub fn detach(&mut self, broken: bool) {
         self.attached = false;
         let close = match self.spec {
-            ChannelSpec::UnixListen(_) | ChannelSpec::Serial(_) => true,
+            ChannelSpec::UnixListen(_)
+            | ChannelSpec::VsockListen { .. }
+            | ChannelSpec::Serial(_) => true,
             ChannelSpec::VirtioSerial(_) => broken,
         };
         if close {
@@ -382,6 +473,66 @@ mod tests {
             ChannelSpec::UnixListen("/x".into()).to_string(),
             "unix-listen:/x"
         );
+    }
+
+    #[test]
+    fn parses_vsock_listen_and_round_trips() {
+        let v = |cid, port| ChannelSpec::VsockListen { cid, port };
+        assert_eq!("vsock-listen:1024".parse(), Ok(v(None, 1024)));
+        assert_eq!("vsock-listen:3:0".parse(), Ok(v(Some(3), 0)));
+        assert_eq!(
+            "vsock-listen:4294967295:4294967294".parse(),
+            Ok(v(Some(u32::MAX), u32::MAX - 1))
+        );
+        for spec in [v(None, 1024), v(Some(3), 0), v(Some(u32::MAX), 7)] {
+            assert_eq!(spec.to_string().parse(), Ok(spec));
+        }
+        assert_eq!(v(None, 9).to_string(), "vsock-listen:9");
+        let e = |s: &str| s.parse::<ChannelSpec>().unwrap_err();
+        assert_eq!(
+            e("vsock-listen:4294967295"),
+            "channel 'vsock-listen:4294967295': the port '4294967295' is not a number from 0 to 4294967294"
+        );
+        assert_eq!(
+            e("vsock-listen:x:5"),
+            "channel 'vsock-listen:x:5': the CID 'x' is not a number from 0 to 4294967295"
+        );
+        assert!(e("vsock-listen").contains("vsock-listen:[CID:]PORT"));
+        for bad in ["vsock-listen:", "vsock-listen:-1", "vsock-listen:1:2:3"] {
+            assert!(e(bad).contains("is not a number"), "{bad}: {}", e(bad));
+        }
+    }
+
+    #[test]
+    fn vsock_listen_binds_or_names_the_channel_in_its_error() {
+        let port = 0x5000_0000 + std::process::id();
+        let spec = ChannelSpec::VsockListen { cid: None, port };
+        match Channel::open(&spec, Path::new("/"), &[]) {
+            Ok(mut ch) => {
+                assert!(ch.is_listening() && !ch.waiting_for_port());
+                assert!(ch.listen_fd().is_some());
+                assert!(!ch.accept().unwrap(), "nothing can connect here");
+                // A second listener on the same port names the channel.
+                let e = Channel::open(&spec, Path::new("/"), &[]).unwrap_err();
+                assert_eq!(e.source.raw_os_error(), Some(libc::EADDRINUSE));
+                assert!(
+                    e.to_string()
+                        .starts_with(&format!("listening on vsock-listen:{port}: ")),
+                    "{e}"
+                );
+            }
+            Err(e) => {
+                // A kernel without vsock.
+                assert!(
+                    matches!(
+                        e.source.raw_os_error(),
+                        Some(libc::EAFNOSUPPORT | libc::ENODEV)
+                    ),
+                    "{e}"
+                );
+                assert!(e.to_string().contains("vsock-listen:"), "{e}");
+            }
+        }
     }
 
     #[test]

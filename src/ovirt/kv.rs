@@ -11,7 +11,7 @@ use super::wire::Command;
 use super::{Ctx, Session};
 use crate::hooks::{self, Job};
 use crate::kv::{Entry, Origin, Record};
-use crate::services::{Followup, Lane};
+use crate::services::{Followup, Lane, Services};
 
 /// Outbox messages are queued for the host while its queue holds less than this: half the
 /// high-water mark, so a backlog never stops the link from reading the host's commands.
@@ -46,48 +46,61 @@ fn run(
 
 pub(super) fn set_param(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) {
     run(s, cmd, cx, |_, cmd, cx| {
-        let (key, value) = (arg(cmd, "key")?, arg(cmd, "value")?);
-        // Refused before anything is stored: the param hooks must run for every value set.
-        if !cx.svc.has_room(Lane::Normal) {
-            return Err(hooks::REFUSED.into());
-        }
-        let store = cx.svc.store.store_mut()?;
-        store
-            .set(key, value, Origin::Host, true, None)
-            .map_err(|e| e.to_string())?;
-        // The host's value wins over guest news about the key not yet delivered.
-        store.forget_pending(Some(key)).map_err(|e| e.to_string())?;
-        log::info!("host set param '{key}'");
-        let job = Job {
-            label: "param".into(),
-            dir: cx.svc.cfg.hooks_dir.join("param"),
-            args: vec![key.to_owned()],
-            stdin: value.as_bytes().to_vec(),
-            redact: vec![value.as_bytes().to_vec()],
-            timeout: cx.svc.cfg.hook_timeout,
-            ends: None,
-        };
-        cx.svc.submit(Lane::Normal, job, Followup::Nothing);
-        Ok(())
+        host_set_param(cx.svc, arg(cmd, "key")?, arg(cmd, "value")?)
     });
 }
 
 pub(super) fn delete_param(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) {
     run(s, cmd, cx, |_, cmd, cx| {
-        // Deleting an absent key is not an error: the key is absent afterwards.
-        let key = arg(cmd, "key")?;
-        let store = cx.svc.store.store_mut()?;
-        store.delete(key, None).map_err(|e| e.to_string())?;
-        store.forget_pending(Some(key)).map_err(|e| e.to_string())
+        host_delete_param(cx.svc, arg(cmd, "key")?)
     });
 }
 
 pub(super) fn delete_params(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) {
-    run(s, cmd, cx, |_, _, cx| {
-        let store = cx.svc.store.store_mut()?;
-        store.delete_all(None).map_err(|e| e.to_string())?;
-        store.forget_pending(None).map_err(|e| e.to_string())
-    });
+    run(s, cmd, cx, |_, _, cx| host_delete_params(cx.svc));
+}
+
+/// The host sets `key` to `value`, whichever protocol it speaks (the QGA session calls this
+/// too): stored as the host's and sent, guest news about the key not yet delivered dropped,
+/// and the `param` hooks queued. Refused before anything is stored when the hook lane is
+/// full, so the hooks run for every value set.
+pub fn host_set_param(svc: &mut Services, key: &str, value: &str) -> Result<(), String> {
+    if !svc.has_room(Lane::Normal) {
+        return Err(hooks::REFUSED.into());
+    }
+    let store = svc.store.store_mut()?;
+    store
+        .set(key, value, Origin::Host, true, None)
+        .map_err(|e| e.to_string())?;
+    // The host's value wins over guest news about the key not yet delivered.
+    store.forget_pending(Some(key)).map_err(|e| e.to_string())?;
+    log::info!("host set param '{key}'");
+    let job = Job {
+        label: "param".into(),
+        dir: svc.cfg.hooks_dir.join("param"),
+        args: vec![key.to_owned()],
+        stdin: value.as_bytes().to_vec(),
+        redact: vec![value.as_bytes().to_vec()],
+        timeout: svc.cfg.hook_timeout,
+        ends: None,
+    };
+    svc.submit(Lane::Normal, job, Followup::Nothing);
+    Ok(())
+}
+
+/// The host deletes `key` (any protocol). Deleting an absent key is not an error: the key is
+/// absent afterwards. Guest news about it not yet delivered is dropped.
+pub fn host_delete_param(svc: &mut Services, key: &str) -> Result<(), String> {
+    let store = svc.store.store_mut()?;
+    store.delete(key, None).map_err(|e| e.to_string())?;
+    store.forget_pending(Some(key)).map_err(|e| e.to_string())
+}
+
+/// The host deletes every param (any protocol), and the guest's undelivered news about them.
+pub fn host_delete_params(svc: &mut Services) -> Result<(), String> {
+    let store = svc.store.store_mut()?;
+    store.delete_all(None).map_err(|e| e.to_string())?;
+    store.forget_pending(None).map_err(|e| e.to_string())
 }
 
 pub(super) fn get_param(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) {

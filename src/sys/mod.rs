@@ -10,6 +10,7 @@ mod sock;
 mod time;
 mod timerfd;
 mod tty;
+mod vsock;
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
@@ -26,6 +27,7 @@ pub use sock::{PeerCred, chgrp, geteuid, peer_cred};
 pub use time::{RtcTime, rtc_read, rtc_set, set_realtime};
 pub use timerfd::TimerFd;
 pub use tty::{open_pty, set_raw};
+pub use vsock::{VSOCK_CID_ANY, VsockListener, VsockStream};
 
 /// Turns a libc return value of -1 into `io::Error::last_os_error()`.
 pub(crate) fn cvt<T: IsMinusOne>(ret: T) -> io::Result<T> {
