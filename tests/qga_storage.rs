@@ -183,6 +183,16 @@ fn hook(dir: &Path, fail_on: &str) -> PathBuf {
     log
 }
 
+/// `guestd -p k=v` through the agent's control socket.
+fn set_param(dir: &Path) -> std::process::Output {
+    Command::new(guestd_bin())
+        .args(["--config", "/dev/null", "-d", "1"])
+        .args(isolation(dir))
+        .args(["-p", "k=v"])
+        .output()
+        .unwrap()
+}
+
 fn status(p: &mut QgaPeer) -> Value {
     p.ok("guest-fsfreeze-status", json!({}))
 }
@@ -252,6 +262,15 @@ fn freeze_blocks_writes_and_disables_commands_until_thaw() {
         .collect();
     assert!(enabled.contains(&json!("guest-fsfreeze-thaw")) && enabled.len() == 6);
 
+    // The store refuses writes (a write could block the loop), the log records nothing.
+    let kv = set_param(dir.path());
+    let err = String::from_utf8_lossy(&kv.stderr);
+    assert!(
+        !kv.status.success() && err.contains("the guest's file systems are frozen"),
+        "{kv:?}"
+    );
+    assert!(!f.agent.log_text().contains("guest-ping called"));
+
     assert_eq!(p.ok("guest-fsfreeze-thaw", json!({})), json!(2));
     wait_done(&mut w);
     let mut check = f.sh(&format!(
@@ -273,6 +292,8 @@ fn freeze_blocks_writes_and_disables_commands_until_thaw() {
     );
     let log = f.agent.log_text();
     assert!(log.contains("logging re-enabled after thaw"), "{log}");
+    let kv = set_param(dir.path());
+    assert!(kv.status.success(), "{kv:?}");
 }
 
 #[test]

@@ -438,3 +438,49 @@ pub fn thaw_at_exit(svc: &mut Services) {
         log::error!("fsfreeze thaw hooks: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_automatic_thaw_is_due_after_the_timeout_unless_zero() {
+        let mut f = Freeze::default();
+        assert_eq!(f.deadline(Duration::from_secs(600)), None);
+        f.frozen = Some(Frozen {
+            since: Duration::from_secs(5),
+            mounts: Vec::new(),
+        });
+        assert_eq!(
+            f.deadline(Duration::from_secs(600)),
+            Some(Duration::from_secs(605))
+        );
+        assert_eq!(f.deadline(Duration::ZERO), None);
+    }
+
+    #[test]
+    fn only_cannot_freeze_errors_are_skipped() {
+        for (errno, skip) in [
+            (libc::EOPNOTSUPP, true),
+            (libc::EBUSY, true),
+            (libc::ENOTTY, true),
+            (libc::EIO, false),
+            (libc::EPERM, false),
+        ] {
+            assert_eq!(cannot_freeze(&io::Error::from_raw_os_error(errno)), skip);
+        }
+    }
+
+    #[test]
+    fn a_fixture_directory_is_never_taken_for_its_mount() {
+        let root = crate::facts::fixtures().join("blockdev");
+        let m = BlockMount {
+            mount_point: "/".into(),
+            fs_type: "ext4".into(),
+            source: "/dev/mapper/vg-root".into(),
+            st_dev: (253, 0),
+            device: (253, 0),
+        };
+        assert!(open_mount(&root, &m).unwrap().is_none());
+    }
+}
