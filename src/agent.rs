@@ -94,8 +94,15 @@ pub fn run(cfg: Config) -> Result<(), Error> {
     .map_err(sys_err("creating the signalfd"))?;
     let timer = TimerFd::new().map_err(sys_err("creating the timerfd"))?;
     let links = open_links(&cfg)?;
-    let store = Keeper::open(&cfg.state_dir, ovirt::kv::legacy_record)
-        .map_err(sys_err("opening the store"))?;
+    // A restart while the file systems are frozen: the store stays closed until the thaw
+    // (even opening its lock file would block).
+    let frozen = qga::freeze::frozen_at_start(&cfg);
+    let store = if frozen {
+        Keeper::deferred()
+    } else {
+        Keeper::open(&cfg.state_dir, ovirt::kv::legacy_record)
+            .map_err(sys_err("opening the store"))?
+    };
     let svc = Services::new(cfg, store);
     // INVARIANT: the store is locked and loaded before the control socket exists, so a
     // command-line call either edits the store itself or reaches an agent that has it.
@@ -119,8 +126,12 @@ pub fn run(cfg: Config) -> Result<(), Error> {
         control,
         svc,
         stop: false,
+        control_later: frozen,
     };
     log::info!("guestd {} starting", env!("CARGO_PKG_VERSION"));
+    if frozen {
+        qga::freeze::start_frozen(&mut agent.svc);
+    }
     for link in &mut agent.links {
         link.start(&mut agent.svc);
     }
@@ -128,6 +139,7 @@ pub fn run(cfg: Config) -> Result<(), Error> {
     while !agent.stop {
         agent.turn()?;
     }
+    qga::freeze::thaw_at_exit(&mut agent.svc);
     for link in &mut agent.links {
         link.stop(SHUTDOWN_FLUSH, &mut agent.svc);
     }
@@ -191,6 +203,8 @@ struct Agent {
     control: Option<ControlServer>,
     svc: Services,
     stop: bool,
+    /// The store opens at thaw (the agent started frozen): bind the control socket then.
+    control_later: bool,
 }
 
 impl Agent {
@@ -267,7 +281,21 @@ impl Agent {
                 break;
             }
         }
+        self.bind_control_later();
         self.rearm()
+    }
+
+    /// Binds the control socket once a store opened late (at thaw) is open.
+    fn bind_control_later(&mut self) {
+        if !self.control_later || !self.svc.store.is_open() {
+            return;
+        }
+        self.control_later = false;
+        let cfg = &self.svc.cfg;
+        match ControlServer::bind(&cfg.control_socket, cfg.control_group.as_deref()) {
+            Ok(c) => self.control = Some(c),
+            Err(e) => log::error!("binding the control socket: {e}"),
+        }
     }
 
     /// Hands finished work to the links that asked for it.

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
@@ -37,6 +38,31 @@ pub fn init(target: LogTarget, level: LevelFilter, syslog: &Path) {
             }
             _ => init_stderr(level),
         },
+    }
+}
+
+/// Whether logging is off because the file systems are frozen.
+static FROZEN: AtomicBool = AtomicBool::new(false);
+/// The level to restore at thaw (a `LevelFilter` as usize).
+static SAVED_LEVEL: AtomicUsize = AtomicUsize::new(0);
+
+/// Turns logging off while the guest's file systems are frozen (a record written to a frozen
+/// file system, by a syslog daemon or through stderr redirected to a file, would block its
+/// writer), and back on at thaw, saying so at warning level. Records logged meanwhile are
+/// dropped. Idempotent.
+pub fn set_frozen(frozen: bool) {
+    if frozen {
+        if !FROZEN.swap(true, Ordering::SeqCst) {
+            SAVED_LEVEL.store(log::max_level() as usize, Ordering::SeqCst);
+            log::set_max_level(LevelFilter::Off);
+        }
+    } else if FROZEN.swap(false, Ordering::SeqCst) {
+        let saved = SAVED_LEVEL.load(Ordering::SeqCst);
+        let level = LevelFilter::iter()
+            .find(|l| *l as usize == saved)
+            .unwrap_or(LevelFilter::Info);
+        log::set_max_level(level);
+        log::warn!("logging re-enabled after thaw (records of the frozen time were dropped)");
     }
 }
 

@@ -14,6 +14,7 @@ use crate::kv::keeper::Keeper;
 use crate::power::{self, Power};
 use crate::qga::exec::Execs;
 use crate::qga::file::Files;
+use crate::qga::freeze::{self, Freeze};
 
 /// Index of a link in the agent's list.
 pub type LinkId = usize;
@@ -42,6 +43,16 @@ pub enum Followup {
     Hibernate { state: String, to: Requester },
     /// A power-off or reboot command ended.
     Power,
+    /// The fsfreeze hooks ran with `freeze`: now freeze (all mounts, or those listed).
+    FreezeHooks {
+        to: Requester,
+        mountpoints: Option<Vec<String>>,
+    },
+    /// The fsfreeze hooks ran with `thaw`: answer `result` (no one, for the automatic thaw).
+    ThawHooks {
+        to: Option<Requester>,
+        result: Result<serde_json::Value, String>,
+    },
 }
 
 /// Work that ended, for the session of the link that asked.
@@ -170,6 +181,8 @@ pub struct Services {
     pub execs: Execs,
     /// QGA's open file handles, which outlive the connection that opened them.
     pub files: Files,
+    /// Whether the file systems are frozen (QGA), and the freeze under way.
+    pub freeze: Freeze,
     /// Notices for the sessions, routed by the loop at the end of each turn.
     pub notices: Vec<Notice>,
 }
@@ -184,6 +197,7 @@ impl Services {
             store,
             hooks: Hooks::default(),
             power: Power::default(),
+            freeze: Freeze::default(),
             notices: Vec::new(),
         }
     }
@@ -217,6 +231,12 @@ impl Services {
                         .command_done(Err(refusal), &mut self.hooks, &mut self.notices)
                 }
                 Followup::Nothing => log::warn!("hook job refused: {refusal}"),
+                Followup::FreezeHooks { to, mountpoints } => {
+                    freeze::after_freeze_hooks(self, to, mountpoints, Err(refusal))
+                }
+                Followup::ThawHooks { to, result } => {
+                    freeze::after_thaw_hooks(self, to, result, Err(refusal))
+                }
             }
         }
     }
@@ -278,13 +298,19 @@ impl Services {
                 self.power
                     .command_done(result, &mut self.hooks, &mut self.notices);
             }
+            Followup::FreezeHooks { to, mountpoints } => {
+                freeze::after_freeze_hooks(self, to, mountpoints, summarise(outcomes))
+            }
+            Followup::ThawHooks { to, result } => {
+                freeze::after_thaw_hooks(self, to, result, summarise(outcomes))
+            }
         }
     }
 
     /// Whether the guest's file systems are frozen (guest-fsfreeze-freeze): only the
     /// freeze-safe QGA commands run, and guestd writes nothing to disk.
     pub fn is_frozen(&self) -> bool {
-        false
+        self.freeze.is_frozen()
     }
 
     /// Whether work ended that the links have not heard of yet.
@@ -304,10 +330,11 @@ impl Services {
     }
 
     /// Timer work: hook timeouts, power deadlines, batched delivery records, QGA process
-    /// drains and expiry.
+    /// drains and expiry, the automatic thaw.
     pub fn on_timer(&mut self, now: Duration) {
         self.hooks.on_timer(now);
         self.execs.on_timer(now, &mut self.notices);
+        freeze::on_timer(self, now);
         self.power
             .on_timer(now, &self.cfg, &mut self.hooks, &mut self.notices);
         self.store.on_timer(now);
@@ -320,6 +347,7 @@ impl Services {
             self.power.deadline(),
             self.store.deadline(),
             self.execs.deadline(),
+            self.freeze.deadline(self.cfg.fsfreeze_timeout),
         ]
         .into_iter()
         .flatten()

@@ -8,6 +8,7 @@
 //! on every call's result is a pure function.
 
 pub mod apps;
+pub mod blockdev;
 pub mod cpus;
 pub mod disks;
 mod health;

@@ -26,7 +26,16 @@ pub struct Keeper {
     /// will be.
     delivered: Vec<u64>,
     due: Option<Duration>,
+    /// The guest's file systems are frozen: nothing is written (a write would block the
+    /// loop until thaw), delivery records wait.
+    frozen: bool,
+    /// The store was not opened at start because the file systems were frozen: it is
+    /// opened at thaw (`open_deferred`).
+    deferred: bool,
 }
+
+/// The error of a store write while the file systems are frozen.
+pub const FROZEN: &str = "the guest's file systems are frozen";
 
 impl Keeper {
     /// Locks and loads the store in `dir` (`legacy` decodes the outbox of a version-1 store). A store that cannot be used is not fatal: the
@@ -78,6 +87,41 @@ impl Keeper {
         Ok(k)
     }
 
+    /// A keeper whose store is opened later (`open_deferred`), because the agent started
+    /// while the file systems were frozen: even opening the lock file would block then.
+    pub fn deferred() -> Keeper {
+        Keeper {
+            error: FROZEN.to_owned(),
+            deferred: true,
+            frozen: true,
+            ..Keeper::default()
+        }
+    }
+
+    /// Opens the store a `deferred()` keeper left closed (at thaw); otherwise nothing.
+    pub fn open_deferred(&mut self, dir: &Path, legacy: LegacyDecoder) {
+        if !self.deferred || self.frozen {
+            return;
+        }
+        match Keeper::open(dir, legacy) {
+            Ok(k) => *self = k,
+            Err(e) => {
+                log::error!("key-value store disabled: {e}");
+                self.deferred = false;
+                self.error = e.to_string();
+            }
+        }
+    }
+
+    /// Marks the file systems frozen or thawed. At thaw the deliveries noted meanwhile are
+    /// recorded.
+    pub fn set_frozen(&mut self, frozen: bool) {
+        self.frozen = frozen;
+        if !frozen && !self.delivered.is_empty() {
+            self.commit_delivered();
+        }
+    }
+
     pub fn is_open(&self) -> bool {
         self.store.is_some()
     }
@@ -87,7 +131,12 @@ impl Keeper {
     }
 
     /// The store, or the error a request that needs it gets.
+    /// While the file systems are frozen every request for it is refused with `FROZEN` (the
+    /// store persists each change before it counts).
     pub fn store_mut(&mut self) -> Result<&mut Store, String> {
+        if self.frozen {
+            return Err(FROZEN.to_owned());
+        }
         match &mut self.store {
             Some(s) => Ok(s),
             None => Err(format!("the store is unavailable: {}", self.error)),
@@ -113,6 +162,7 @@ impl Keeper {
             .is_none_or(|p| p.seq <= newest);
         let now = sys::monotonic_now();
         match self.due {
+            _ if self.frozen => {}
             _ if all => self.commit_delivered(),
             Some(due) if now >= due => self.commit_delivered(),
             Some(_) => {}
@@ -122,7 +172,7 @@ impl Keeper {
 
     /// When the batched deliveries are due to be recorded.
     pub fn deadline(&self) -> Option<Duration> {
-        self.due
+        self.due.filter(|_| !self.frozen)
     }
 
     pub fn on_timer(&mut self, now: Duration) {
@@ -131,8 +181,11 @@ impl Keeper {
         }
     }
 
-    /// Records every delivery noted so far.
+    /// Records every delivery noted so far (not while frozen: then they wait for the thaw).
     pub fn commit_delivered(&mut self) {
+        if self.frozen {
+            return;
+        }
         self.due = None;
         let seqs = std::mem::take(&mut self.delivered);
         if seqs.is_empty() {

@@ -16,7 +16,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
-pub use fs::{FsStats, flock_exclusive_nonblocking, statvfs};
+pub use fs::{FsStats, dev_major_minor, flock_exclusive_nonblocking, freeze, statvfs, thaw, trim};
 pub use net::{InterfaceAddress, interface_addresses, prefix_len};
 pub use process::{
     ExitStatus, SIGKILL, SIGTERM, Spawned, kill_group, signal, spawn, spawn_with, sync_and_reboot,
