@@ -20,8 +20,10 @@ musl-target:
 # the std built is the toolchain's. Panics still reach guestd's logging hook, then abort.
 BUILD_STD := -Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size
 # No unwind tables (.eh_frame, ~78 KB): with panic=abort nothing unwinds, and the backtrace
-# support that could read them is left out above.
-RELEASE_RUSTFLAGS := -C force-unwind-tables=no
+# support that could read them is left out above. Relative relocations packed as DT_RELR
+# (musl's static-pie start-up applies them): the position-independent binary keeps ASLR,
+# and its relocation table shrinks from ~28 KB to ~0.4 KB.
+RELEASE_RUSTFLAGS := -C force-unwind-tables=no -C link-arg=-Wl,-z,pack-relative-relocs
 
 build: musl-target
 	RUSTFLAGS="$(RELEASE_RUSTFLAGS)" RUSTC_BOOTSTRAP=1 $(CARGO) build --release --locked --target $(TARGET) $(BUILD_STD)

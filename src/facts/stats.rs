@@ -22,13 +22,31 @@ pub struct LoadAvg {
 
 /// Parses `/proc/loadavg` (`0.16 0.25 0.46 1/87 24826`); `None` when malformed.
 pub fn parse_loadavg(text: &str) -> Option<LoadAvg> {
-    let mut f = text.split_whitespace().map(str::parse::<f64>);
-    let mut next = || f.next()?.ok().filter(|v| v.is_finite() && *v >= 0.0);
+    let mut f = text.split_whitespace().map(parse_decimal);
+    let mut next = || f.next()?;
     Some(LoadAvg {
         load1: next()?,
         load5: next()?,
         load15: next()?,
     })
+}
+
+/// A non-negative decimal such as `12.34` (the kernel writes two decimals). Parsed by hand:
+/// the general float parser and its tables would add 12 KB to the binary for this one use.
+fn parse_decimal(word: &str) -> Option<f64> {
+    let (int, frac) = word.split_once('.').unwrap_or((word, ""));
+    let digits = |s: &str| !s.is_empty() && s.len() <= 15 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(int) || !(frac.is_empty() || digits(frac)) {
+        return None;
+    }
+    let whole: u64 = int.parse().ok()?;
+    let mut value = whole as f64;
+    if !frac.is_empty() {
+        let parts: u64 = frac.parse().ok()?;
+        let scale = 10u64.checked_pow(u32::try_from(frac.len()).ok()?)?;
+        value += parts as f64 / scale as f64;
+    }
+    Some(value)
 }
 
 /// Reads `proc/loadavg` under `root`.
