@@ -79,9 +79,9 @@ pub fn rtc_set(rtc: &File, t: &RtcTime) -> io::Result<()> {
 /// Sets the system time to `secs` seconds and `nsec` nanoseconds after the epoch
 /// (clock_settime(2) on `CLOCK_REALTIME`; needs CAP_SYS_TIME).
 pub fn set_realtime(secs: i64, nsec: u32) -> io::Result<()> {
+    // time_t is 64 bits on every target guestd is built for (x86_64, aarch64).
     let ts = libc::timespec {
-        tv_sec: libc::time_t::try_from(secs)
-            .map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?,
+        tv_sec: secs,
         tv_nsec: libc::c_long::from(nsec.min(999_999_999)),
     };
     // SAFETY: `ts` is a valid timespec that outlives the call; the result is checked.
