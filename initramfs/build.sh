@@ -29,6 +29,8 @@ trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage"/bin "$stage"/sbin "$stage"/usr/bin "$stage"/usr/sbin "$stage"/proc \
     "$stage"/sys "$stage"/dev "$stage"/run "$stage"/tmp "$stage"/var/lib/guestd \
     "$stage"/lib/modules "$stage"/root
+# /var/run is /run, as on any current distribution (glibc's utmp is /var/run/utmp).
+ln -s ../run "$stage/var/run"
 cp "$busybox" "$stage/bin/busybox"
 for applet in $("$busybox" --list-full); do
     [ -e "$stage/$applet" ] || ln -s /bin/busybox "$stage/$applet"
@@ -92,6 +94,21 @@ for d in /sys/class/virtio-ports/vport*; do
 done
 QGA
     chmod 0755 "$stage/etc/init.d/S60qemu-ga"
+    # qemu-ga's guest-shutdown runs sysvinit's `shutdown -h|-r -P +0 MESSAGE`; busybox has
+    # poweroff, reboot and halt instead.
+    cat > "$stage/sbin/shutdown" <<'SHUTDOWN'
+#!/bin/sh
+# Benchmark image only: sysvinit's shutdown(8) as qemu-ga calls it, over busybox.
+case " $* " in
+    *" -r "*) exec reboot ;;
+    *" -H "*) exec halt ;;
+    *) exec poweroff ;;
+esac
+SHUTDOWN
+    chmod 0755 "$stage/sbin/shutdown"
+    # The org.qemu.guest_agent.0 port is qemu-ga's here: guestd (which would serve QGA on it
+    # by default) keeps to its oVirt port, so each agent has its own port, as before.
+    printf '# benchmark image: the QGA port belongs to qemu-ga\nqga = no\n' >> "$stage/etc/guestd.conf"
     cat > "$stage/etc/init.d/S99bench" <<'BENCH'
 #!/bin/sh
 # Benchmark image only: with no host on either port, count each agent's context switches

@@ -264,12 +264,14 @@ impl Domain {
 
 impl Drop for Domain {
     fn drop(&mut self) {
+        // libvirt keeps a log per domain name; each run has its own name, so a passing run
+        // removes its log instead of leaving one behind per run.
+        let qemu_log = PathBuf::from(format!("/var/log/libvirt/qemu/{}.log", self.name));
         if std::thread::panicking() {
             eprintln!(
                 "--- guest console ---\n{}",
                 vm::tail(&self.console, 16 * 1024)
             );
-            let qemu_log = PathBuf::from(format!("/var/log/libvirt/qemu/{}.log", self.name));
             eprintln!(
                 "--- {} ---\n{}",
                 qemu_log.display(),
@@ -288,11 +290,14 @@ impl Drop for Domain {
                 stop(pid, 5 * SEC);
             }
         }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&qemu_log);
+        }
     }
 }
 
-/// The domain: TCG, 256 MiB, one vCPU, direct kernel boot of the test image, no NIC, the
-/// test disk as virtio-blk `vda`, the serial console to a file, and both agent channels
+/// The domain: TCG, 256 MiB, one vCPU, ACPI (without it a guest power-off only halts),
+/// direct kernel boot of the test image, no NIC, the test disk as virtio-blk `vda`, the serial console to a file, and both agent channels
 /// (libvirt picks their socket paths). QEMU runs as root without relabelling, so the kernel
 /// in /boot and the files in the test's directory are used as they are.
 fn domain_xml(name: &str, kernel: &Path, initrd: &Path, disk: &Path, console: &Path) -> String {
@@ -307,6 +312,10 @@ fn domain_xml(name: &str, kernel: &Path, initrd: &Path, disk: &Path, console: &P
     <initrd>{initrd}</initrd>
     <cmdline>console=ttyS0 quiet panic=-1</cmdline>
   </os>
+  <features>
+    <acpi/>
+    <apic/>
+  </features>
   <clock offset='utc'/>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>restart</on_reboot>
