@@ -5,7 +5,8 @@
 //! beside it as oVirt defines) and checks what virsh makes of guestd's answers: the agent
 //! connecting, `qemu-agent-command` passthrough, `domifaddr --source agent`, `guestinfo`,
 //! `domfsinfo`, `domtime`, `set-user-password`, `domfsfreeze`/`domfsthaw`, guestd's key-value
-//! vendor commands, and `shutdown --mode agent` reaching `shut off`.
+//! vendor commands (a value set and read back, the guest's boot message read and
+//! acknowledged), and `shutdown --mode agent` reaching `shut off`.
 //!
 //! It uses the system libvirtd if one answers on `qemu:///system`; otherwise (no systemd, as
 //! in CI) it starts `virtlogd -d` and `libvirtd -d` itself, never starts a network, and stops
@@ -38,6 +39,10 @@ const VIRSH_TIMEOUT: &str = "60";
 const KV_SET: &str = "__io.github.guestd_set-param";
 const KV_GET: &str = "__io.github.guestd_get-param";
 const KV_KEY: &str = "libvirt.smoke";
+/// guestd's outbox over QGA: what the guest queued for the host (here the image's boot
+/// message, `guestd -p smoke.boot=<boot id>` from /etc/test.sh), read and acknowledged.
+const KV_MESSAGES: &str = "__io.github.guestd_get-messages";
+const KV_ACK: &str = "__io.github.guestd_ack-messages";
 /// The image's test user (initramfs/rootfs/etc/passwd; its utmp record in build.sh).
 const USER: &str = "tester";
 /// Its host name and os-release ID (initramfs/rootfs/etc).
@@ -647,6 +652,39 @@ fn check_kv(dom: &str) -> CheckResult {
         .ok_or_else(|| format!("{KV_GET} answered {got}, expected {value:?}"))
 }
 
+/// The image's boot message (`guestd -p smoke.boot=<boot id>`, queued with no oVirt host
+/// attached) reaches the QGA host, and leaves the outbox once acknowledged.
+fn check_messages(dom: &str) -> CheckResult {
+    let boot = |r: &Value| -> Option<(u64, String)> {
+        let m = r["messages"]
+            .as_array()?
+            .iter()
+            .find(|m| m["kind"] == "param" && m["key"] == "smoke.boot")?;
+        Some((m["seq"].as_u64()?, m["value"].as_str()?.to_owned()))
+    };
+    // /etc/test.sh runs at the end of the boot, perhaps after the agent first answered.
+    let deadline = Instant::now() + 20 * SEC;
+    let (seq, id) = loop {
+        let r = agent_ok(dom, KV_MESSAGES, json!({}))?;
+        if let Some(found) = boot(&r) {
+            break found;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no smoke.boot param among the messages: {r}"));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    if id.len() != 36 {
+        return Err(format!("smoke.boot is not a boot id: {id:?}"));
+    }
+    agent_ok(dom, KV_ACK, json!({"upto": seq}))?;
+    let r = agent_ok(dom, KV_MESSAGES, json!({}))?;
+    match boot(&r) {
+        None => Ok(()),
+        Some(_) => Err(format!("smoke.boot is still offered after {KV_ACK}: {r}")),
+    }
+}
+
 #[test]
 #[ignore = "boots a libvirt domain; run with `make smoke-libvirt`"]
 fn libvirt_drives_guestd() {
@@ -751,6 +789,7 @@ fn libvirt_drives_guestd() {
         check_fsfreeze,
     );
     checks.run("key-value", &[KV_SET, KV_GET], check_kv);
+    checks.run("guest messages", &[KV_MESSAGES, KV_ACK], check_messages);
     checks.run("shutdown --mode agent", &["guest-shutdown"], |d| {
         virsh(&["shutdown", "--mode", "agent", d])?;
         let deadline = Instant::now() + 60 * SEC;
