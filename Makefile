@@ -5,7 +5,7 @@ INITRD   := build/initramfs.cpio.gz
 CARGO    ?= cargo
 MAX_SIZE := 614400
 
-.PHONY: all build musl-target test unit smoke demo bench vm-deps initramfs lint fmt clippy size clean
+.PHONY: all build musl-target test unit smoke smoke-libvirt demo bench vm-deps initramfs lint fmt clippy size clean
 
 all: build
 
@@ -37,8 +37,8 @@ size:
 	   || { echo "error: $(BIN) is not statically linked: $$(file -b $(BIN))"; exit 1; }; fi; \
 	 [ "$$size" -le $(MAX_SIZE) ] || { echo "error: $(BIN) is $$size bytes, over the $(MAX_SIZE)-byte budget"; exit 1; }
 
-# Every test: unit and integration tests, then the QEMU smoke test.
-test: unit smoke
+# Every test: unit and integration tests, then the QEMU and libvirt smoke tests.
+test: unit smoke smoke-libvirt
 
 unit:
 	$(CARGO) test --locked
@@ -53,6 +53,12 @@ initramfs: build vm-deps
 # Boots the test image under QEMU (TCG) and checks the agent from the host side.
 smoke: initramfs
 	$(CARGO) test --locked --test smoke -- --ignored --nocapture
+
+# Boots the test image as a libvirt domain and checks guestd through virsh (the QGA side:
+# domifaddr, guestinfo, domfsinfo, domtime, set-user-password, domfsfreeze, shutdown). Uses a
+# running libvirtd, or starts virtlogd and libvirtd and stops them again.
+smoke-libvirt: initramfs
+	$(CARGO) test --locked --test smoke_libvirt -- --ignored --nocapture
 
 # The main job: boot a VM running guestd and print what the host side receives.
 demo: initramfs

@@ -1,7 +1,9 @@
 #!/bin/sh
 # Assembles a bootable test initramfs (cpio.gz) from Debian packages, reproducibly:
-# busybox-static, the virtio modules of the installed linux-image-amd64, the static guestd,
-# and the files under initramfs/rootfs (inittab, rcS, the S50guestd init script, config).
+# busybox-static, the virtio and ext4 modules of the installed linux-image-amd64, the static
+# guestd, and the files under initramfs/rootfs (inittab, rcS, the S50guestd init script,
+# config, a passwd/shadow with root and the test user "tester"), plus a chpasswd script when
+# busybox has no chpasswd applet (Debian's busybox-static has none).
 #
 # usage: initramfs/build.sh GUESTD_BINARY OUTPUT.cpio.gz
 # env:   KVER (default: newest /lib/modules), BUSYBOX (default: /bin/busybox)
@@ -27,16 +29,20 @@ trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage"/bin "$stage"/sbin "$stage"/usr/bin "$stage"/usr/sbin "$stage"/proc \
     "$stage"/sys "$stage"/dev "$stage"/run "$stage"/tmp "$stage"/var/lib/guestd \
     "$stage"/lib/modules "$stage"/root
+# /var/run is /run, as on any current distribution (glibc's utmp is /var/run/utmp).
+ln -s ../run "$stage/var/run"
 cp "$busybox" "$stage/bin/busybox"
 for applet in $("$busybox" --list-full); do
     [ -e "$stage/$applet" ] || ln -s /bin/busybox "$stage/$applet"
 done
 
-# The virtio modules, in load order (no udev, no modprobe database: rcS insmods them).
+# The virtio modules, then virtio-blk and ext4 for the test disk (/data), in load order (no
+# udev, no modprobe database: rcS insmods them).
 moddir=/lib/modules/$kver/kernel
 for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_modern_dev \
          drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci drivers/char/virtio_console \
-         net/core/failover drivers/net/net_failover drivers/net/virtio_net; do
+         net/core/failover drivers/net/net_failover drivers/net/virtio_net \
+         drivers/block/virtio_blk lib/crc16 crypto/crc32c_generic fs/mbcache fs/jbd2/jbd2 fs/ext4/ext4; do
     name=$(basename "$m")
     if [ -f "$moddir/$m.ko" ]; then
         cp "$moddir/$m.ko" "$stage/lib/modules/$name.ko"
@@ -52,6 +58,15 @@ done
 install -m 0755 "$guestd" "$stage/usr/sbin/guestd"
 cp -R "$here/rootfs/." "$stage/"
 chmod 0755 "$stage/init" "$stage/etc/init.d/rcS" "$stage/etc/init.d/S50guestd"
+chmod 0644 "$stage/etc/passwd" "$stage/etc/group"
+chmod 0600 "$stage/etc/shadow"
+mkdir -p "$stage/data" "$stage/home/tester"
+# guest-set-user-password runs chpasswd(8), as qemu-ga does; busybox-static has no such
+# applet, so the image carries a shell one over busybox's mkpasswd.
+if ! "$busybox" --list | grep -qx chpasswd; then
+    rm -f "$stage/usr/sbin/chpasswd"
+    install -m 0755 "$here/chpasswd" "$stage/usr/sbin/chpasswd"
+fi
 find "$stage/etc/guestd/hooks.d" -type f -exec chmod 0755 {} +
 [ -f "$here/rootfs/etc/test.sh" ] && chmod 0755 "$stage/etc/test.sh"
 
@@ -79,6 +94,21 @@ for d in /sys/class/virtio-ports/vport*; do
 done
 QGA
     chmod 0755 "$stage/etc/init.d/S60qemu-ga"
+    # qemu-ga's guest-shutdown runs sysvinit's `shutdown -h|-r -P +0 MESSAGE`; busybox has
+    # poweroff, reboot and halt instead.
+    cat > "$stage/sbin/shutdown" <<'SHUTDOWN'
+#!/bin/sh
+# Benchmark image only: sysvinit's shutdown(8) as qemu-ga calls it, over busybox.
+case " $* " in
+    *" -r "*) exec reboot ;;
+    *" -H "*) exec halt ;;
+    *) exec poweroff ;;
+esac
+SHUTDOWN
+    chmod 0755 "$stage/sbin/shutdown"
+    # The org.qemu.guest_agent.0 port is qemu-ga's here: guestd (which would serve QGA on it
+    # by default) keeps to its oVirt port, so each agent has its own port, as before.
+    printf '# benchmark image: the QGA port belongs to qemu-ga\nqga = no\n' >> "$stage/etc/guestd.conf"
     cat > "$stage/etc/init.d/S99bench" <<'BENCH'
 #!/bin/sh
 # Benchmark image only: with no host on either port, count each agent's context switches

@@ -1,19 +1,24 @@
 // SPDX-License-Identifier: Apache-2.0
 //! The QEMU smoke test: boots the real test image (busybox init, guestd started from
-//! /etc/init.d/S50guestd, no udev) under TCG with two vCPUs and checks, from the host end of
-//! the virtio-serial socket, against values the image was built with: the burst, facts,
-//! heartbeats, key-value messages both ways, sleeping while detached, CPU hot-unplug, a
-//! real reboot and a real power-off. Run with `make smoke` (part of `make test`); it needs
-//! `qemu-system-x86_64`, a Debian kernel and busybox-static.
+//! /etc/init.d/S50guestd, no udev) under TCG with two vCPUs, both agent ports
+//! (`ovirt-guest-agent.0` and `org.qemu.guest_agent.0`, each on its own host socket) and the
+//! test disk, and checks, from the host ends of the virtio-serial sockets, against values the
+//! image was built with: the burst, facts, heartbeats, key-value messages both ways, the QGA
+//! link answering while the oVirt link reports (interleaved), sleeping while both hosts are
+//! detached, CPU hot-unplug, a real reboot (both links come back) and a real power-off. Run
+//! with `make smoke` (part of `make test`); it needs `qemu-system-x86_64`, a Debian kernel,
+//! busybox-static and mkfs.ext4 (e2fsprogs).
 
 mod common;
+mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Dir, Peer, names};
+use common::{Dir, Peer, QgaPeer, names};
 use serde_json::{Value, json};
+use vm::{kernel_release, repo};
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -34,16 +39,18 @@ impl Drop for Vm {
     }
 }
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn boot(dir: &Path, sock: &Path) -> Vm {
+/// Boots the image with the oVirt port on `sock`, the QGA port on `qga` and a fresh test
+/// disk.
+fn boot(dir: &Path, sock: &Path, qga: &Path) -> Vm {
+    let disk = dir.join("data.img");
+    vm::make_disk(&disk);
     let child = Command::new(repo().join("initramfs/run-vm.sh"))
         .arg(sock)
         .arg(dir.join("console.log"))
         .env("SMP", "2")
         .env("REBOOT", "1")
+        .env("QGA_SOCKET", qga)
+        .env("DISK", &disk)
         .current_dir(repo())
         .stdin(Stdio::null())
         .spawn()
@@ -69,20 +76,56 @@ fn connect(sock: &Path, deadline: Instant) -> Peer {
     }
 }
 
-/// The kernel release the image boots (the newest in /lib/modules, as run-vm.sh picks).
-fn kernel_release() -> String {
-    let mut v: Vec<String> = std::fs::read_dir("/lib/modules")
-        .expect("/lib/modules")
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .collect();
-    v.sort_by_key(|s| version_key(s));
-    v.pop().expect("a kernel in /lib/modules")
+/// Connects to QEMU's end of the QGA port (QEMU is the server; it listens from its start).
+fn connect_qga(qga: &Path, deadline: Instant) -> QgaPeer {
+    vm::wait_for(
+        "QEMU's QGA socket",
+        deadline,
+        Duration::from_millis(50),
+        || std::os::unix::net::UnixStream::connect(qga).ok(),
+    );
+    QgaPeer::connect(qga)
 }
 
-fn version_key(s: &str) -> Vec<u64> {
-    s.split(|c: char| !c.is_ascii_digit())
-        .filter_map(|p| p.parse().ok())
-        .collect()
+/// `guest-sync` as libvirt does it: replies to anything sent before (a previous host's
+/// requests the agent answered late) are skipped until the one carrying `id`.
+fn qga_sync(qga: &mut QgaPeer, id: u64, within: Duration) {
+    qga.send_raw(
+        json!({"execute": "guest-sync", "arguments": {"id": id}})
+            .to_string()
+            .as_bytes(),
+    );
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = qga
+            .next_raw(left)
+            .unwrap_or_else(|| panic!("no guest-sync reply with id {id} within {within:?}"));
+        let Ok(v) = serde_json::from_slice::<Value>(&line) else {
+            continue;
+        };
+        if v["return"] == id {
+            return;
+        }
+    }
+}
+
+/// The QGA link answers `guest-ping` and `guest-info` (with guestd's version and its
+/// enabled commands).
+fn qga_ping_info(qga: &mut QgaPeer) {
+    assert_eq!(qga.ok("guest-ping", json!({})), json!({}));
+    let info = qga.ok("guest-info", json!({}));
+    assert_eq!(info["version"], env!("CARGO_PKG_VERSION"), "{info}");
+    let cmds = info["supported_commands"]
+        .as_array()
+        .expect("supported_commands");
+    for name in ["guest-sync", "guest-ping", "guest-info"] {
+        assert!(
+            cmds.iter()
+                .any(|c| c["name"] == name && c["enabled"] == true),
+            "{name} is not an enabled command in {info}"
+        );
+    }
 }
 
 /// Reads until a `param` with `key` arrives; returns its value.
@@ -111,8 +154,9 @@ fn completion(peer: &mut Peer, id: &str, within: Duration) -> Value {
 fn qemu_guest_end_to_end() {
     let dir = Dir::new("smoke");
     let sock = dir.path().join("ga.sock");
+    let qga_sock = dir.path().join("qga.sock");
     let t0 = Instant::now();
-    let mut vm = boot(dir.path(), &sock);
+    let mut vm = boot(dir.path(), &sock, &qga_sock);
     let mut peer = connect(&sock, t0 + 20 * SEC);
     peer.send(r#"{"__name__": "refresh", "apiVersion": 3}"#);
 
@@ -182,6 +226,29 @@ fn qemu_guest_end_to_end() {
     assert_eq!(osinfo["codename"], "smoke");
     assert_eq!(osinfo["arch"], "x86_64");
 
+    // Both links at the same time: the QGA host syncs and asks while the oVirt host keeps
+    // receiving heartbeats; each QGA request is sent before waiting for a heartbeat and its
+    // reply read after it, so the two links' traffic interleaves in the agent's loop.
+    let mut qga = connect_qga(&qga_sock, Instant::now() + 5 * SEC);
+    qga_sync(&mut qga, 4_242_001, 20 * SEC);
+    qga_ping_info(&mut qga);
+    for round in 0..3u64 {
+        qga.send_raw(br#"{"execute": "guest-ping", "id": "p"}"#);
+        qga.send_raw(
+            json!({"execute": "guest-sync", "arguments": {"id": 4_242_100 + round}})
+                .to_string()
+                .as_bytes(),
+        );
+        let (hb, _) = peer.until("heartbeat", 5 * SEC);
+        assert!(hb["memory-stat"]["mem_total"].as_u64().is_some(), "{hb}");
+        assert_eq!(qga.reply(), json!({"return": {}, "id": "p"}));
+        assert_eq!(qga.reply(), json!({"return": 4_242_100 + round}));
+    }
+    eprintln!(
+        "smoke: QGA and oVirt interleaved ({:.1} s in)",
+        t0.elapsed().as_secs_f64()
+    );
+
     // A host set-param is visible to `guestd -l` inside the guest.
     peer.send(r#"{"__name__": "set-param", "key": "smoke.list", "value": "from the host", "reply_id": "l"}"#);
     assert_eq!(completion(&mut peer, "l", 5 * SEC)["done"], true);
@@ -219,13 +286,16 @@ fn qemu_guest_end_to_end() {
     assert_eq!(info["host-name"]["name"], "guestd-vm");
     assert_eq!(info["os-info"]["codename"], "smoke");
 
-    // The host detaches for 10 s. The guest measures the agent's voluntary context switches
-    // over 6 s of it and reports them through a param, delivered when the host is back.
+    // Both hosts detach for 10 s (the QGA host after using its link). The guest measures the
+    // agent's voluntary context switches over 6 s of it and reports them through a param,
+    // delivered when the oVirt host is back: neither port, left by its host, wakes the agent.
     let mut peer = connect(&sock, Instant::now() + 5 * SEC);
     peer.send(
         r#"{"__name__": "set-param", "key": "smoke.measure", "value": "6", "reply_id": "m"}"#,
     );
     assert_eq!(completion(&mut peer, "m", 5 * SEC)["done"], true);
+    qga_ping_info(&mut qga);
+    drop(qga);
     drop(peer);
     let detached = Instant::now();
     std::thread::sleep(10 * SEC);
@@ -238,7 +308,14 @@ fn qemu_guest_end_to_end() {
         "smoke: voluntary context switches over 6 s detached: {ctxt} (host away {:.1} s)",
         detached.elapsed().as_secs_f64()
     );
-    assert!(ctxt <= 10, "guestd woke {ctxt} times while detached");
+    assert!(
+        ctxt <= 10,
+        "guestd woke {ctxt} times while both hosts were detached"
+    );
+    // A new QGA host is served after the last one left.
+    let mut qga = connect_qga(&qga_sock, Instant::now() + 5 * SEC);
+    qga_sync(&mut qga, 4_242_002, 20 * SEC);
+    qga_ping_info(&mut qga);
 
     // A real reboot: the guest comes back and its agent sends a new burst.
     peer.send(r#"{"__name__": "shutdown", "timeout": 0, "reboot": "True", "reply_id": "r"}"#);
@@ -249,6 +326,9 @@ fn qemu_guest_end_to_end() {
     let boot2 = boot_id(&mut peer, &seen);
     assert_ne!(boot2, boot1, "the guest did not reboot");
     eprintln!("smoke: rebooted ({:.1} s in)", t0.elapsed().as_secs_f64());
+    // The QGA host stayed connected to QEMU across the reboot: the new agent serves it.
+    qga_sync(&mut qga, 4_242_003, 20 * SEC);
+    qga_ping_info(&mut qga);
 
     // A real power-off: QEMU exits within 30 s.
     peer.send(&json!({"__name__": "shutdown", "timeout": 0, "reboot": "False"}).to_string());
