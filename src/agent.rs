@@ -93,10 +93,15 @@ pub fn run(cfg: Config) -> Result<(), Error> {
     ])
     .map_err(sys_err("creating the signalfd"))?;
     let timer = TimerFd::new().map_err(sys_err("creating the timerfd"))?;
-    let links = open_links(&cfg)?;
     // A restart while the file systems are frozen: the store stays closed until the thaw
     // (even opening its lock file would block).
     let frozen = qga::freeze::frozen_at_start(&cfg);
+    if frozen {
+        // Before anything else is logged: a record written to a frozen file system (stderr
+        // redirected to a file, a syslog daemon) would block the only process that thaws.
+        crate::logger::set_frozen(true);
+    }
+    let links = open_links(&cfg)?;
     let store = if frozen {
         Keeper::deferred()
     } else {
@@ -135,11 +140,16 @@ pub fn run(cfg: Config) -> Result<(), Error> {
     for link in &mut agent.links {
         link.start(&mut agent.svc);
     }
-    agent.end_of_turn()?;
-    while !agent.stop {
-        agent.turn()?;
-    }
+    let served = (|| {
+        agent.end_of_turn()?;
+        while !agent.stop {
+            agent.turn()?;
+        }
+        Ok(())
+    })();
+    // Also when the loop failed: a guest must not stay frozen because guestd stopped.
     qga::freeze::thaw_at_exit(&mut agent.svc);
+    served?;
     for link in &mut agent.links {
         link.stop(SHUTDOWN_FLUSH, &mut agent.svc);
     }

@@ -488,6 +488,56 @@ fn ssh_keys_are_added_listed_and_removed() {
 }
 
 #[test]
+fn ssh_key_writes_refuse_links_the_user_planted() {
+    let dir = Dir::new("qga-ssh-links");
+    let root = dir.path().join("root");
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::create_dir_all(root.join("home/bob/.ssh")).unwrap();
+    fs::create_dir_all(root.join("root/.ssh")).unwrap();
+    fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nbob:x:4321:4322:Bob:/home/bob:/bin/sh\neve:x:4323:4322:Eve:/home/eve:/bin/sh\n",
+    )
+    .unwrap();
+    let secret = root.join("etc/shadow");
+    fs::write(&secret, "root:$6$secret-hash:19000::::::\n").unwrap();
+    let keys = root.join("home/bob/.ssh/authorized_keys");
+    std::os::unix::fs::symlink(&secret, &keys).unwrap();
+    // Eve's .ssh points at root's.
+    fs::create_dir_all(root.join("home/eve")).unwrap();
+    std::os::unix::fs::symlink(root.join("root/.ssh"), root.join("home/eve/.ssh")).unwrap();
+    let root_arg = format!("--root={}", root.display());
+    let agent = Agent::start_qga(dir.path(), &[&root_arg]);
+    let mut p = agent.connect_qga();
+    // A linked authorized_keys is not read into a file the user would own.
+    let e = p.err(
+        "guest-ssh-add-authorized-keys",
+        json!({"username": "bob", "keys": ["ssh-ed25519 AAAA1 a@x"]}),
+    );
+    assert_eq!(e["class"], "GenericError");
+    assert!(fs::symlink_metadata(&keys).unwrap().is_symlink());
+    assert_eq!(
+        fs::read_to_string(&secret).unwrap(),
+        "root:$6$secret-hash:19000::::::\n"
+    );
+    let e = p.err(
+        "guest-ssh-remove-authorized-keys",
+        json!({"username": "bob", "keys": ["ssh-ed25519 AAAA1 a@x"]}),
+    );
+    assert_eq!(e["class"], "GenericError");
+    // A linked .ssh is refused: root's keys are not written or handed to the user.
+    let e = p.err(
+        "guest-ssh-add-authorized-keys",
+        json!({"username": "eve", "keys": ["ssh-ed25519 EEEE e@x"]}),
+    );
+    assert!(
+        e["desc"].as_str().unwrap().contains("is not a directory"),
+        "{e}"
+    );
+    assert!(!root.join("root/.ssh/authorized_keys").exists());
+}
+
+#[test]
 fn shutdown_sends_no_reply_on_success_and_an_error_on_failure() {
     let dir = Dir::new("qga-shutdown");
     let marker = dir.path().join("powered-off");

@@ -395,6 +395,9 @@ fn a_marker_of_this_boot_makes_the_agent_start_frozen() {
     let agent = Agent::start_qga(dir.path(), &[]);
     let mut p = agent.connect_qga();
     assert_eq!(status(&mut p), "frozen");
+    // Nothing is logged while frozen, from the very start.
+    let log = agent.log_text();
+    assert!(!log.contains("starting"), "logged while frozen: {log}");
     assert_eq!(p.ok("guest-ping", json!({})), json!({}));
     let e = p.err("guest-get-disks", json!({}));
     assert_eq!(e["class"], "CommandNotFound");

@@ -11,8 +11,9 @@
 //! in an error has it masked), never written to disk, and guestd's copies are overwritten
 //! with zeros once used.
 
-use std::fs::{self, DirBuilder, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -180,8 +181,10 @@ fn key_paths(root: &Path, user: &User) -> (PathBuf, PathBuf) {
     (dir, file)
 }
 
-/// The lines of `file`; `None` when it does not exist.
-fn read_lines(file: &Path) -> Result<Option<Vec<String>>, Error> {
+/// The lines of `path` (`file` in errors); `None` when it does not exist. `follow`: a
+/// symbolic link at `path` is read through (for the host's own listing); otherwise it is
+/// refused, since what is read is written back into a file the user owns.
+fn read_lines(path: &Path, file: &Path, follow: bool) -> Result<Option<Vec<String>>, Error> {
     use std::io::Read;
     let fail = |e: io::Error| {
         Error::generic(format!(
@@ -190,7 +193,8 @@ fn read_lines(file: &Path) -> Result<Option<Vec<String>>, Error> {
             errno_text(&e)
         ))
     };
-    let f = match fs::File::open(file) {
+    let flags = if follow { 0 } else { libc::O_NOFOLLOW };
+    let f = match OpenOptions::new().read(true).custom_flags(flags).open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(fail(e)),
@@ -202,34 +206,59 @@ fn read_lines(file: &Path) -> Result<Option<Vec<String>>, Error> {
     Ok(Some(text.lines().map(str::to_owned).collect()))
 }
 
-/// Writes `lines` as `file` of `user`: `dir` made (0700, the user's) if missing, then a
-/// temporary file (0600, the user's) renamed over the old one. Symbolic links in the way are
-/// refused, so a user cannot point root's write elsewhere.
-fn write_lines(user: &User, dir: &Path, file: &Path, lines: &[String]) -> Result<(), Error> {
-    let fail = |what: &str, p: &Path, e: io::Error| {
-        Error::generic(format!("{what} '{}': {}", p.display(), errno_text(&e)))
-    };
-    match fs::symlink_metadata(dir) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            return Err(Error::generic(format!(
-                "'{}' is not a directory",
-                dir.display()
-            )));
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            DirBuilder::new()
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| fail("failed to create", dir, e))?;
-            std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid))
-                .map_err(|e| fail("failed to set ownership of", dir, e))?;
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-                .map_err(|e| fail("failed to set permissions of", dir, e))?;
-        }
-        Err(e) => return Err(fail("failed to look at", dir, e)),
+/// `~/.ssh` opened as a directory that is no symbolic link; `None` when it does not exist.
+/// The user owns the home directory and could swap `.ssh` for a link at any time, so every
+/// later path goes through this descriptor (`in_dir`), never through `dir` again.
+fn open_dir(dir: &Path) -> Result<Option<File>, Error> {
+    match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(dir)
+    {
+        Ok(d) => Ok(Some(d)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => Err(
+            Error::generic(format!("'{}' is not a directory", dir.display())),
+        ),
+        Err(e) => Err(Error::generic(format!(
+            "failed to open '{}': {}",
+            dir.display(),
+            errno_text(&e)
+        ))),
     }
-    let tmp = dir.join(".authorized_keys.guestd-tmp");
+}
+
+/// `name` inside the directory open as `d`, whatever its path has become since.
+fn in_dir(d: &File, name: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}/{name}", d.as_raw_fd()))
+}
+
+/// `~/.ssh` of `user`, made (0700, the user's) if missing.
+fn make_dir(user: &User, dir: &Path) -> Result<File, Error> {
+    if let Some(d) = open_dir(dir)? {
+        return Ok(d);
+    }
+    let fail = |what: &str, e: io::Error| {
+        Error::generic(format!("{what} '{}': {}", dir.display(), errno_text(&e)))
+    };
+    DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| fail("failed to create", e))?;
+    let d =
+        open_dir(dir)?.ok_or_else(|| fail("failed to create", io::ErrorKind::NotFound.into()))?;
+    std::os::unix::fs::fchown(&d, Some(user.uid), Some(user.gid))
+        .map_err(|e| fail("failed to set ownership of", e))?;
+    d.set_permissions(fs::Permissions::from_mode(0o700))
+        .map_err(|e| fail("failed to set permissions of", e))?;
+    Ok(d)
+}
+
+/// Writes `lines` as `authorized_keys` of `user` in the directory open as `d` (shown as
+/// `file`): a temporary file (0600, the user's) renamed over the old one, both reached
+/// through the descriptor, so a user cannot point root's write elsewhere.
+fn write_lines(user: &User, d: &File, file: &Path, lines: &[String]) -> Result<(), Error> {
+    let tmp = in_dir(d, ".authorized_keys.guestd-tmp");
     let _ = fs::remove_file(&tmp);
     let mut text = lines.join("\n");
     if !text.is_empty() {
@@ -246,11 +275,15 @@ fn write_lines(user: &User, dir: &Path, file: &Path, lines: &[String]) -> Result
         std::os::unix::fs::fchown(&f, Some(user.uid), Some(user.gid))?;
         f.set_permissions(fs::Permissions::from_mode(0o600))?;
         f.sync_all()?;
-        fs::rename(&tmp, file)
+        fs::rename(&tmp, in_dir(d, "authorized_keys"))
     };
     write().map_err(|e| {
         let _ = fs::remove_file(&tmp);
-        fail("failed to write", file, e)
+        Error::generic(format!(
+            "failed to write '{}': {}",
+            file.display(),
+            errno_text(&e)
+        ))
     })
 }
 
@@ -259,7 +292,7 @@ fn ssh_get(cx: &mut Ctx<'_>, args: &Args<'_>) -> Answer {
         let name = args.str("username")?;
         let user = lookup(&cx.svc.cfg.root, name)?;
         let (_, file) = key_paths(&cx.svc.cfg.root, &user);
-        let lines = read_lines(&file)?.ok_or_else(|| {
+        let lines = read_lines(&file, &file, true)?.ok_or_else(|| {
             Error::generic(format!(
                 "failed to read '{}': No such file or directory",
                 file.display()
@@ -284,17 +317,18 @@ fn ssh_add(cx: &mut Ctx<'_>, args: &Args<'_>) -> Answer {
         check_keys(&keys)?;
         let user = lookup(&cx.svc.cfg.root, name)?;
         let (dir, file) = key_paths(&cx.svc.cfg.root, &user);
+        let d = make_dir(&user, &dir)?;
         let mut lines = if reset {
             Vec::new()
         } else {
-            read_lines(&file)?.unwrap_or_default()
+            read_lines(&in_dir(&d, "authorized_keys"), &file, false)?.unwrap_or_default()
         };
         for k in keys {
             if !lines.iter().any(|l| l == k) {
                 lines.push(k.to_owned());
             }
         }
-        write_lines(&user, &dir, &file, &lines)?;
+        write_lines(&user, &d, &file, &lines)?;
         log::info!("guest-ssh-add-authorized-keys: updated {}", file.display());
         Ok(json!({}))
     })();
@@ -308,7 +342,10 @@ fn ssh_remove(cx: &mut Ctx<'_>, args: &Args<'_>) -> Answer {
         check_keys(&keys)?;
         let user = lookup(&cx.svc.cfg.root, name)?;
         let (dir, file) = key_paths(&cx.svc.cfg.root, &user);
-        let Some(lines) = read_lines(&file)? else {
+        let Some(d) = open_dir(&dir)? else {
+            return Ok(json!({}));
+        };
+        let Some(lines) = read_lines(&in_dir(&d, "authorized_keys"), &file, false)? else {
             return Ok(json!({}));
         };
         let kept: Vec<String> = (lines.iter())
@@ -316,7 +353,7 @@ fn ssh_remove(cx: &mut Ctx<'_>, args: &Args<'_>) -> Answer {
             .cloned()
             .collect();
         if kept.len() != lines.len() {
-            write_lines(&user, &dir, &file, &kept)?;
+            write_lines(&user, &d, &file, &kept)?;
             log::info!(
                 "guest-ssh-remove-authorized-keys: updated {}",
                 file.display()
