@@ -362,6 +362,45 @@ fn a_failing_freeze_hook_aborts_the_freeze() {
     assert!(!dir.path().join("state/fsfreeze.frozen").exists());
 }
 
+/// A host that asks for a freeze and leaves while the freeze hooks run, then a new host
+/// that thaws: the freeze does not happen when the hooks end.
+#[test]
+fn a_thaw_while_the_freeze_hooks_run_cancels_the_freeze() {
+    let dir = Dir::new("qga-freeze-cancel");
+    let hooks = dir.path().join("hooks/fsfreeze");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let (hook_log, go) = (dir.path().join("hook.log"), dir.path().join("go"));
+    // The freeze hook says it started, then waits for the test's go-ahead.
+    let body = format!(
+        "#!/bin/sh\necho \"$1\" >> {log}\n[ \"$1\" = freeze ] || exit 0\n\
+         while [ ! -e {go} ]; do sleep 0.05; done\nexit 0\n",
+        log = hook_log.display(),
+        go = go.display()
+    );
+    let path = hooks.join("10-wait");
+    std::fs::write(&path, body).unwrap();
+    run(Command::new("chmod").arg("755").arg(&path));
+    let f = Frozen::start(dir.path(), &[]);
+    let mut first = f.agent.connect_qga();
+    first.send_raw(br#"{"execute":"guest-fsfreeze-freeze"}"#);
+    wait_for("the freeze hook", || hook_log.exists());
+    drop(first);
+    let mut second = f.agent.connect_qga();
+    assert_eq!(second.ok("guest-fsfreeze-thaw", json!({})), json!(0));
+    std::fs::write(&go, "").unwrap();
+    wait_for("the thaw hook after the cancelled freeze", || {
+        std::fs::read_to_string(&hook_log).unwrap_or_default() == "freeze\nthaw\n"
+    });
+    assert_eq!(status(&mut second), "thawed");
+    let mut w = f.writer("m1", "f", "x");
+    wait_done(&mut w);
+    assert!(
+        f.agent
+            .log_text()
+            .contains("a thaw arrived while the fsfreeze hooks ran")
+    );
+}
+
 #[test]
 fn sigterm_while_frozen_thaws_before_the_agent_exits() {
     let dir = Dir::new("qga-freeze-term");

@@ -72,6 +72,9 @@ pub struct Freeze {
     frozen: Option<Frozen>,
     /// A freeze or thaw is running its hooks.
     busy: bool,
+    /// A thaw arrived while a freeze ran its hooks (its host had left, and a new one wants
+    /// the guest thawed): the freeze must not go ahead when they end.
+    cancelled: bool,
 }
 
 #[derive(Debug)]
@@ -259,6 +262,11 @@ pub fn after_freeze_hooks(
         log::warn!("{e}");
         return thaw_hooks(svc, Some(to), Err(e));
     }
+    if std::mem::take(&mut svc.freeze.cancelled) {
+        let e = "a thaw arrived while the fsfreeze hooks ran: nothing was frozen".to_owned();
+        log::warn!("{e}");
+        return thaw_hooks(svc, Some(to), Err(e));
+    }
     match freeze_mounts(svc, mountpoints.as_deref()) {
         Ok(0) => {
             log::info!("guest-fsfreeze: no file system could be frozen");
@@ -364,6 +372,12 @@ fn thaw_mounts(root: &Path) -> usize {
 }
 
 fn thaw(cx: &mut Ctx<'_>, _: &Args<'_>) -> Answer {
+    if cx.svc.freeze.busy && !cx.svc.is_frozen() {
+        // A freeze is running its hooks for a host that left (its link would still be
+        // waiting otherwise): it must not freeze once they end.
+        log::info!("guest-fsfreeze-thaw: cancelling the freeze whose hooks are running");
+        cx.svc.freeze.cancelled = true;
+    }
     let count = thaw_mounts(&cx.svc.cfg.root);
     if !leave(cx.svc) {
         log::info!("guest-fsfreeze-thaw: not frozen ({count} thawed)");
@@ -389,6 +403,7 @@ pub fn after_thaw_hooks(
     hooks: Result<(), String>,
 ) {
     svc.freeze.busy = false;
+    svc.freeze.cancelled = false;
     let result = match (hooks, result) {
         (Ok(()), r) => r,
         (Err(e), Ok(count)) => Err(format!(
