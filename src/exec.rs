@@ -223,6 +223,11 @@ impl Child {
         &self.program
     }
 
+    /// Bytes of input held for its stdin (released once written or the pipe closed).
+    pub fn input_held(&self) -> usize {
+        self.input.len()
+    }
+
     /// Its pid, which is also its process group id.
     pub fn pid(&self) -> i32 {
         self.pid

@@ -229,6 +229,23 @@ fn the_table_is_bounded_ping_is_not_held_up_and_children_are_reaped() {
     });
 }
 
+/// Input a program does not read is held for it, but not beyond a total for all programs.
+#[test]
+fn input_data_held_for_programs_is_bounded_in_total() {
+    let dir = Dir::new("qga-exec-input");
+    let mut agent = Agent::start_qga(dir.path(), &[]);
+    let mut p = agent.connect_qga();
+    let input = base64::encode(&vec![b'x'; 11 << 20]);
+    let req = |input: &str| json!({"path": "/bin/sleep", "arg": ["60"], "input-data": input});
+    p.ok("guest-exec", req(&input));
+    p.ok("guest-exec", req(&input));
+    let e = p.err("guest-exec", req(&input));
+    assert!(e["desc"].as_str().unwrap().contains("input-data"), "{e}");
+    // Small input still fits.
+    p.ok("guest-exec", req(&base64::encode(b"small")));
+    assert!(agent.signal_and_wait("TERM").success());
+}
+
 #[test]
 fn unclaimed_entries_expire() {
     let dir = Dir::new("qga-exec-expiry");

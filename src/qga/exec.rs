@@ -33,6 +33,8 @@ use crate::sys::{self, ExitStatus};
 
 /// Host processes held at most: running, or finished and not yet asked about.
 pub const MAX_EXECS: usize = 64;
+/// The `input-data` held for all host processes together, until their stdin takes it.
+pub const MAX_INPUT_HELD: usize = 32 << 20;
 /// Helper programs (chpasswd, hwclock) running at most.
 pub const MAX_TASKS: usize = 8;
 /// How long a helper program may run before its group is killed.
@@ -145,6 +147,14 @@ impl Execs {
             return Err(Error::generic(format!(
                 "guest-exec: {MAX_EXECS} processes are already running or waiting for \
                  guest-exec-status; try again later"
+            )));
+        }
+        let held: usize = self.entries.iter().map(|e| e.child.input_held()).sum();
+        if held + spec.stdin.len() > MAX_INPUT_HELD {
+            return Err(Error::generic(format!(
+                "guest-exec: {held} bytes of input-data are still waiting for programs to read \
+                 them (at most {} MiB together); try again later",
+                MAX_INPUT_HELD >> 20
             )));
         }
         let shown = spec.program.display().to_string();
