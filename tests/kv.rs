@@ -10,20 +10,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{Agent, Dir, Peer, isolation, names};
+use common::{Agent, Dir, Peer, cli, isolation, names};
 use serde_json::{Value, json};
 
 const SEC: Duration = Duration::from_secs(1);
-
-/// `guestd` in one-shot mode against the test directory's store and control socket.
-fn cli(dir: &Path, args: &[&str]) -> Output {
-    Command::new(common::guestd_bin())
-        .args(["--config", "/dev/null", "-d", "1"])
-        .args(isolation(dir))
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

@@ -8,26 +8,16 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output};
+
 use std::time::{Duration, Instant};
 
-use common::{Agent, Dir, QgaPeer, isolation};
+use common::{Agent, Dir, QgaPeer, cli};
 use serde_json::{Value, json};
 
 const SEC: Duration = Duration::from_secs(1);
 
 fn cmd(name: &str) -> String {
     format!("__io.github.guestd_{name}")
-}
-
-/// `guestd` in one-shot mode against the test directory's store and control socket.
-fn cli(dir: &Path, args: &[&str]) -> Output {
-    Command::new(common::guestd_bin())
-        .args(["--config", "/dev/null", "-d", "1"])
-        .args(isolation(dir))
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 fn ok_cli(dir: &Path, args: &[&str]) -> String {

@@ -70,16 +70,7 @@ impl Listener {
                 s.set_nonblocking(true)?;
                 Ok(Some(s))
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::Interrupted
-                        | io::ErrorKind::ConnectionAborted
-                ) =>
-            {
-                Ok(None)
-            }
+            Err(e) if crate::sys::no_client_yet(&e) => Ok(None),
             Err(e) => Err(e),
         }
     }

@@ -5,7 +5,7 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::{Error, read_text, read_text_opt, under};
+use super::{Error, numbered_entries, read_text, read_text_opt, under};
 
 /// The `(first, last)` ranges of a kernel cpu-list such as `"0-3,5,7-8\n"`. Returns `None`
 /// for an empty or malformed list (including a range whose end is below its start).
@@ -88,25 +88,7 @@ pub fn read_vcpu(root: &Path, id: u32) -> Result<Vcpu, Error> {
 
 /// Every `cpuN` directory under `sys/devices/system/cpu`, sorted by number.
 pub fn read_vcpus(root: &Path) -> Result<Vec<Vcpu>, Error> {
-    let dir = under(root, CPU_DIR);
-    let entries = std::fs::read_dir(&dir).map_err(|source| Error::Read {
-        path: dir.clone(),
-        source,
-    })?;
-    let mut ids = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| Error::Read {
-            path: dir.clone(),
-            source,
-        })?;
-        if let Some(id) = entry.file_name().to_str().and_then(cpu_number) {
-            ids.push(id);
-            if ids.len() >= MAX_CPUS {
-                break;
-            }
-        }
-    }
-    ids.sort_unstable();
+    let ids = numbered_entries(&under(root, CPU_DIR), cpu_number, MAX_CPUS)?;
     ids.into_iter().map(|id| read_vcpu(root, id)).collect()
 }
 

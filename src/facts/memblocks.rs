@@ -5,7 +5,7 @@
 use std::io::{self, Write};
 use std::path::Path;
 
-use super::{Error, read_text, read_text_opt, under};
+use super::{Error, numbered_entries, read_text, read_text_opt, under};
 
 /// Where the memory blocks live, relative to the root.
 const MEM_DIR: &str = "sys/devices/system/memory";
@@ -66,26 +66,10 @@ pub fn read_block(root: &Path, index: u64) -> Result<Option<MemBlock>, Error> {
 /// Every memory block, sorted by index; no `sys/devices/system/memory` (no hot-plug
 /// support) gives an empty list.
 pub fn read_blocks(root: &Path) -> Result<Vec<MemBlock>, Error> {
-    let dir = under(root, MEM_DIR);
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(Error::Read { path: dir, source }),
+    let ids = match numbered_entries(&under(root, MEM_DIR), block_number, MAX_BLOCKS) {
+        Err(e) if e.is_not_found() => return Ok(Vec::new()),
+        r => r?,
     };
-    let mut ids = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| Error::Read {
-            path: dir.clone(),
-            source,
-        })?;
-        if let Some(id) = entry.file_name().to_str().and_then(block_number) {
-            ids.push(id);
-            if ids.len() >= MAX_BLOCKS {
-                break;
-            }
-        }
-    }
-    ids.sort_unstable();
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         // A block removed between the listing and the read is simply gone.

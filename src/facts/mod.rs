@@ -9,6 +9,7 @@
 
 pub mod apps;
 pub mod blockdev;
+pub mod calendar;
 pub mod cpus;
 pub mod disks;
 mod health;
@@ -66,6 +67,35 @@ impl Error {
 /// `root` joined with a path given relative to `/` (a leading `/` is ignored).
 pub fn under(root: &Path, rel: &str) -> PathBuf {
     root.join(rel.trim_start_matches('/'))
+}
+
+/// The numbers of the entries of directory `dir` whose names `number` accepts (`cpu3`,
+/// `memory12`), sorted, at most `max` of them.
+pub fn numbered_entries<T: Ord>(
+    dir: &Path,
+    number: impl Fn(&str) -> Option<T>,
+    max: usize,
+) -> Result<Vec<T>, Error> {
+    let read_err = |source| Error::Read {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read_err)? {
+        if let Some(id) = entry
+            .map_err(read_err)?
+            .file_name()
+            .to_str()
+            .and_then(&number)
+        {
+            ids.push(id);
+            if ids.len() >= max {
+                break;
+            }
+        }
+    }
+    ids.sort_unstable();
+    Ok(ids)
 }
 
 /// Largest file a fact reader loads; every source guestd reads is far smaller.

@@ -7,6 +7,7 @@
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
+use super::calendar::days_from_civil;
 use super::{read_bytes, read_text_opt, under};
 
 /// The guest's time zone: its name and standard-time offset.
@@ -418,17 +419,6 @@ fn take_rule(s: &str) -> Option<((RuleDate, i32), &str)> {
         }
         None => Some(((date, 7200), rest)),
     }
-}
-
-/// Days since 1970-01-01 of a civil date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// The civil year of a day count since 1970-01-01.

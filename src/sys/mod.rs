@@ -145,6 +145,15 @@ pub fn set_async(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether an accept(2) error only means that no client is there to take now (none came,
+/// a signal interrupted the call, or the client gave up before it was accepted).
+pub fn no_client_yet(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+    )
+}
+
 /// Sets `O_NONBLOCK` on `fd` (fcntl(2) `F_SETFL`).
 pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     let raw = fd.as_raw_fd();

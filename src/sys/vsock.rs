@@ -87,16 +87,7 @@ impl VsockListener {
                 let fd = unsafe { OwnedFd::from_raw_fd(raw) };
                 Ok(Some((VsockStream { fd }, addr.svm_cid, addr.svm_port)))
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::Interrupted
-                        | io::ErrorKind::ConnectionAborted
-                ) =>
-            {
-                Ok(None)
-            }
+            Err(e) if crate::sys::no_client_yet(&e) => Ok(None),
             Err(e) => Err(e),
         }
     }

@@ -191,6 +191,47 @@ impl Drop for Agent {
     }
 }
 
+/// One read from `stream` into `buf`, waiting until `deadline` at most; false at end of file
+/// or when nothing came in time. A read interrupted by a signal (a child of the test
+/// exiting) is retried.
+fn read_more(stream: &mut UnixStream, buf: &mut Vec<u8>, deadline: Instant) -> bool {
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        stream.set_read_timeout(Some(deadline - now)).unwrap();
+        let mut chunk = [0u8; 65536];
+        match stream.read(&mut chunk) {
+            Ok(0) => return false,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                return true;
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("reading from guestd: {e}"),
+        }
+    }
+}
+
+/// `guestd` in one-shot mode against the test directory's store and control socket.
+pub fn cli(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(guestd_bin())
+        .args(["--config", "/dev/null", "-d", "1"])
+        .args(isolation(dir))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 /// The host side of the channel.
 pub struct Peer {
     pub stream: UnixStream,
@@ -229,26 +270,8 @@ impl Peer {
                     )
                 }));
             }
-            let now = Instant::now();
-            if now >= deadline {
+            if !read_more(&mut self.stream, &mut self.buf, deadline) {
                 return None;
-            }
-            self.stream.set_read_timeout(Some(deadline - now)).unwrap();
-            let mut chunk = [0u8; 65536];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return None;
-                }
-                // A signal to the test process (a child exiting) interrupts the read: retry.
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => panic!("reading from guestd: {e}"),
             }
         }
     }
@@ -381,25 +404,8 @@ impl QgaPeer {
                 assert!(body.is_ascii(), "non-ASCII reply: {line:?}");
                 return Some(line[..line.len() - 1].to_vec());
             }
-            let now = Instant::now();
-            if now >= deadline {
+            if !read_more(&mut self.stream, &mut self.buf, deadline) {
                 return None;
-            }
-            self.stream.set_read_timeout(Some(deadline - now)).unwrap();
-            let mut chunk = [0u8; 65536];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return None;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => panic!("reading from guestd: {e}"),
             }
         }
     }
