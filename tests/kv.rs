@@ -25,13 +25,7 @@ fn stderr(o: &Output) -> String {
 
 fn start(dir: &Path, extra: &[&str]) -> Agent {
     let agent = Agent::start(dir, extra);
-    // The control socket exists once the store is loaded.
-    let ctl = dir.join("ctl.sock");
-    let deadline = Instant::now() + 5 * SEC;
-    while !ctl.exists() {
-        assert!(Instant::now() < deadline, "no control socket");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    common::wait_for_control(dir);
     agent
 }
 

@@ -33,12 +33,7 @@ fn ok_cli(dir: &Path, args: &[&str]) -> String {
 /// An agent serving QGA on `<dir>/qga.sock`, its control socket up (the store is loaded).
 fn start(dir: &Path) -> Agent {
     let agent = Agent::start_qga(dir, &[]);
-    let ctl = dir.join("ctl.sock");
-    let deadline = Instant::now() + 5 * SEC;
-    while !ctl.exists() {
-        assert!(Instant::now() < deadline, "no control socket");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    common::wait_for_control(dir);
     agent
 }
 

@@ -7,7 +7,7 @@
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
-use super::calendar::days_from_civil;
+use super::calendar::{civil_from_days, days_from_civil};
 use super::{read_bytes, read_text_opt, under};
 
 /// The guest's time zone: its name and standard-time offset.
@@ -423,15 +423,7 @@ fn take_rule(s: &str) -> Option<((RuleDate, i32), &str)> {
 
 /// The civil year of a day count since 1970-01-01.
 fn year_of_days(z: i64) -> i64 {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400;
-    if m <= 2 { y + 1 } else { y }
+    civil_from_days(z).0
 }
 
 fn is_leap(y: i64) -> bool {

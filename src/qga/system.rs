@@ -219,20 +219,24 @@ fn element<'a>(obj: &'a Map<String, Value>, allowed: &[&str]) -> Result<Args<'a>
     Args::new(obj, allowed)
 }
 
+/// The `(id, online)` pairs of a set-vcpus or set-memory-blocks request: the array `list`
+/// of objects with `id` and `online` (and the ignored `can-offline`).
+fn online_list(args: &Args<'_>, list: &str, id: &str) -> Result<Vec<(i64, bool)>, Error> {
+    args.objects(list)?
+        .into_iter()
+        .map(|o| {
+            let a = element(o, &[id, "online", "can-offline"])?;
+            Ok((a.i64(id)?, a.bool("online")?))
+        })
+        .collect()
+}
+
 /// Brings the listed CPUs online or offline, in order. Returns how many were done before the
 /// first failure; the failure itself is the reply only when none was done (qemu-ga's rule,
 /// which libvirt relies on to resend the rest). The whole list is checked before anything
 /// is changed.
 fn set_vcpus(cx: &mut Ctx<'_>, args: &Args<'_>) -> Answer {
-    let wanted: Result<Vec<(i64, bool)>, Error> = args.objects("vcpus").and_then(|list| {
-        list.into_iter()
-            .map(|o| {
-                let a = element(o, &["logical-id", "online", "can-offline"])?;
-                Ok((a.i64("logical-id")?, a.bool("online")?))
-            })
-            .collect()
-    });
-    let wanted = match wanted {
+    let wanted = match online_list(args, "vcpus", "logical-id") {
         Ok(w) => w,
         Err(e) => return Answer::Fail(e),
     };
@@ -276,15 +280,7 @@ fn get_memory_blocks(cx: &mut Ctx<'_>, _: &Args<'_>) -> Answer {
 
 /// Brings the listed memory blocks online or offline; one result per block, in order.
 fn set_memory_blocks(cx: &mut Ctx<'_>, args: &Args<'_>) -> Answer {
-    let wanted: Result<Vec<(i64, bool)>, Error> = args.objects("mem-blks").and_then(|list| {
-        list.into_iter()
-            .map(|o| {
-                let a = element(o, &["phys-index", "online", "can-offline"])?;
-                Ok((a.i64("phys-index")?, a.bool("online")?))
-            })
-            .collect()
-    });
-    let wanted = match wanted {
+    let wanted = match online_list(args, "mem-blks", "phys-index") {
         Ok(w) => w,
         Err(e) => return Answer::Fail(e),
     };

@@ -222,6 +222,17 @@ fn read_more(stream: &mut UnixStream, buf: &mut Vec<u8>, deadline: Instant) -> b
     }
 }
 
+/// Waits until the agent of `dir` has its control socket (it exists once the store is
+/// loaded).
+pub fn wait_for_control(dir: &Path) {
+    let ctl = dir.join("ctl.sock");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !ctl.exists() {
+        assert!(Instant::now() < deadline, "no control socket");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// `guestd` in one-shot mode against the test directory's store and control socket.
 pub fn cli(dir: &Path, args: &[&str]) -> std::process::Output {
     Command::new(guestd_bin())
