@@ -4,6 +4,8 @@
 
 mod fs;
 mod net;
+#[cfg(all(target_env = "musl", panic = "abort"))]
+mod nounwind;
 mod process;
 mod signalfd;
 mod sock;
