@@ -89,27 +89,32 @@ impl Power {
 
     /// Ends the active user's sessions (the built-in log-off, when no hook is installed):
     /// SIGHUP to each session leader's group now, SIGKILL after `LOGOFF_GRACE` (then a
-    /// `LoggedOff` notice). `Err` refuses the request at once.
+    /// `LoggedOff` notice). The sessions are utmp's or logind's, by `users::current_sessions`;
+    /// the leaders are their pids (utmp's `ut_pid`, logind's `LEADER`) that lead a session.
+    /// `Err` refuses the request at once.
     pub fn log_off(&mut self, to: Requester, root: &Path) -> Result<(), String> {
         if self.logoff.is_some() {
             return Err("a log-off is already under way".into());
         }
-        let sessions = users::read_sessions(root).unwrap_or_default();
-        let sessions = users::live_sessions(root, sessions);
+        let sessions = match users::current_sessions(root) {
+            Ok((s, _)) => s,
+            Err(e) => return Err(e.to_string()),
+        };
         // The active user: the first logged-in user in sort order.
-        let logged_in = users::logged_in_users(&sessions);
-        let Some(active) = logged_in.iter().min().cloned() else {
+        let Some(active) = users::logged_in_users(&sessions).into_iter().next() else {
             log::info!("log-off: nothing to do (no user session)");
             return Err("no user session to end".into());
         };
-        let leaders: Vec<i32> = sessions
+        let mut leaders: Vec<i32> = sessions
             .iter()
             .filter(|s| s.user == active && s.pid > 1)
-            // Only live session leaders of this system: utmp pids can be stale and reused, and
-            // the facts root may be a fixture tree.
+            // Only live session leaders of this system: recorded pids can be stale and reused,
+            // and the facts root may be a fixture tree.
             .filter(|s| is_session_leader(root, s.pid))
             .map(|s| s.pid)
             .collect();
+        leaders.sort_unstable();
+        leaders.dedup();
         if leaders.is_empty() {
             log::info!("log-off: nothing to do (no user session)");
             return Err("no user session to end".into());
@@ -145,7 +150,10 @@ impl Power {
             for &pid in &l.leaders {
                 let _ = sys::kill_group(pid, sys::SIGKILL);
             }
-            n.push(Notice::LoggedOff { to: l.to });
+            n.push(Notice::LoggedOff {
+                to: l.to,
+                leaders: l.leaders,
+            });
         }
     }
 
@@ -263,15 +271,22 @@ impl Power {
     }
 }
 
-/// Tells every logged-in terminal (the utmp ttys) what is coming.
+/// Tells every logged-in terminal (the sessions' ttys, from utmp or logind) what is coming,
+/// once per terminal.
 fn announce(root: &Path, req: &Shutdown) {
     use std::os::unix::fs::OpenOptionsExt;
     let text = actions::wall_text(req);
-    let sessions = users::read_sessions(root).unwrap_or_default();
-    for s in users::live_sessions(root, sessions) {
-        let Some(rel) = actions::tty_path(&s.line) else {
-            continue;
-        };
+    let sessions = match users::current_sessions(root) {
+        Ok((s, _)) => s,
+        Err(e) => return log::warn!("shutdown: not announced: {e}"),
+    };
+    let mut ttys: Vec<_> = sessions
+        .iter()
+        .filter_map(|s| actions::tty_path(&s.line))
+        .collect();
+    ttys.sort();
+    ttys.dedup();
+    for rel in ttys {
         let path = root.join(rel);
         // Non-blocking, no controlling terminal: a stuck tty must not stall the agent.
         let opened = std::fs::OpenOptions::new()

@@ -66,8 +66,8 @@ pub enum Notice {
     },
     /// A shutdown's grace period is over and the power-off starts now.
     ShuttingDown { to: Requester },
-    /// The built-in log-off ended the active user's sessions.
-    LoggedOff { to: Requester },
+    /// The built-in log-off ended the active user's sessions, those led by `leaders`.
+    LoggedOff { to: Requester, leaders: Vec<i32> },
     /// A request's work ended with a value to answer (QGA).
     Reply {
         to: Requester,
@@ -80,7 +80,7 @@ impl Notice {
         match self {
             Notice::Done { to, .. }
             | Notice::ShuttingDown { to }
-            | Notice::LoggedOff { to }
+            | Notice::LoggedOff { to, .. }
             | Notice::Reply { to, .. } => to.link,
         }
     }

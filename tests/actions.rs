@@ -237,46 +237,151 @@ fn lock_screen_and_login_need_hooks_and_keep_credentials_out_of_logs() {
     assert!(!log.contains(password), "the password reached the log");
 }
 
-#[test]
-fn log_off_without_a_hook_ends_the_active_users_session() {
-    let mut s = setup("logoff", &[]);
-    // A real session leader in its own process group, recorded in utmp.
-    let mut leader = Command::new("setsid")
+/// A real session leader in its own process group (as a login shell or sshd's session
+/// process is), mirrored into the fixture's /proc.
+fn session_leader(root: &Path) -> (std::process::Child, i32) {
+    let leader = Command::new("setsid")
         .args(["sleep", "300"])
         .spawn()
         .unwrap();
     let pid = i32::try_from(leader.id()).unwrap();
-    fake_proc(&s.root(), pid);
-    let rec = guestd::facts::users::encode_utmp_record(7, pid, "pts/7", "aaron", "");
-    std::fs::write(s.root().join("run/utmp"), rec).unwrap();
+    fake_proc(root, pid);
+    (leader, pid)
+}
+
+/// A logind session file (`/run/systemd/sessions/<id>`) as systemd writes it.
+fn logind_session(root: &Path, id: &str, user: &str, leader: i32, tty: &str) {
+    let dir = root.join("run/systemd/sessions");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = format!(
+        "# This is private data. Do not parse.\nUID=1000\nUSER={user}\nACTIVE=1\nIS_DISPLAY=0\n\
+         STATE=active\nREMOTE=0\nTYPE=tty\nCLASS=user\nTTY={tty}\nLEADER={leader}\n\
+         REALTIME=1700000000000000\nMONOTONIC=1\n"
+    );
+    std::fs::write(dir.join(id), text).unwrap();
+}
+
+fn count(msgs: &[Value], name: &str) -> usize {
+    msgs.iter().filter(|m| m["__name__"] == name).count()
+}
+
+/// Logs off aaron, the active user, whose session `leader` leads (`--report-user-rate 1`), and
+/// checks that the host hears it exactly once: `session-logoff` then `active-user` "None",
+/// nothing more at the next two user checks while the killed session's record lingers, and
+/// no second `session-logoff` once `end_session` removes the record (seen at zed's login,
+/// which `zed_logs_in` records).
+fn log_off_is_reported_once(
+    s: &mut Setup,
+    mut leader: std::process::Child,
+    end_session: impl FnOnce(&Path),
+    zed_logs_in: impl FnOnce(&Path),
+) {
+    s.peer
+        .until_where("active-user", |m| m["name"] == "aaron", 5 * SEC);
     s.send(json!({"__name__": "log-off", "reply_id": "o"}));
     let t0 = Instant::now();
-    // The host hears that nobody is logged in any more, then gets its completion.
-    let (_, seen) = s.peer.until("session-logoff", 8 * SEC);
-    let au = seen.iter().rev().find(|m| m["__name__"] == "active-user");
+    let (c, seen) = s
+        .peer
+        .until_where("completion", |c| c["reply_id"] == "o", 10 * SEC);
+    assert_eq!(c["done"], true, "{c}");
+    assert!(t0.elapsed() < 8 * SEC);
+    let n = names(&seen);
+    assert_eq!(count(&seen, "session-logoff"), 1, "{n:?}");
+    let at = |name: &str| n.iter().position(|x| x == name).unwrap();
+    assert!(at("session-logoff") < at("active-user"), "{n:?}");
     assert_eq!(
-        au,
+        seen.iter().rfind(|m| m["__name__"] == "active-user"),
         Some(&json!({"__name__": "active-user", "name": "None"}))
     );
-    let c = s.completion("o", 5 * SEC);
-    assert_eq!(c["done"], true, "{c}");
-    // The signal is delivered by now; give the process a moment to be gone.
+    // SIGKILL is delivered by now; give the process a moment to be gone.
     let gone = Instant::now() + SEC;
     while leader.try_wait().unwrap().is_none() {
         assert!(Instant::now() < gone, "the session leader still runs");
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert!(t0.elapsed() < 7 * SEC);
-    let log = s.agent.log_text();
     assert!(
-        log.contains("log-off: ending the sessions of 'aaron'"),
-        "{log}"
+        s.agent
+            .log_text()
+            .contains("log-off: ending the sessions of 'aaron'")
     );
-    // The process is gone (as /proc would show): nothing left to log off.
-    std::fs::remove_dir_all(s.root().join(format!("proc/{pid}"))).unwrap();
+    // Two user checks with the killed session's record still there: nothing to report.
+    let later = s.peer.collect_for(Duration::from_millis(2500));
+    for name in ["session-logoff", "session-logon", "active-user"] {
+        assert_eq!(count(&later, name), 0, "{:?}", names(&later));
+    }
+    // The record goes, as the system cleans up; then zed logs in.
+    end_session(&s.root());
+    zed_logs_in(&s.root());
+    let (_, seen) = s.peer.until("session-logon", 5 * SEC);
+    assert_eq!(count(&seen, "session-logoff"), 0, "{:?}", names(&seen));
+    let (au, _) = s.peer.until("active-user", 2 * SEC);
+    assert_eq!(au["name"], "zed");
+}
+
+#[test]
+fn log_off_without_a_hook_ends_the_active_users_session() {
+    use guestd::facts::users::encode_utmp_record;
+    let mut s = setup("logoff", &["--report-user-rate", "1"]);
+    let (leader, pid) = session_leader(&s.root());
+    let utmp = s.root().join("run/utmp");
+    std::fs::write(&utmp, encode_utmp_record(7, pid, "pts/7", "aaron", "")).unwrap();
+    log_off_is_reported_once(
+        &mut s,
+        leader,
+        // The process is gone, as /proc would show; its record stays (a stale record).
+        |root| std::fs::remove_dir_all(root.join(format!("proc/{pid}"))).unwrap(),
+        |root| {
+            std::fs::create_dir_all(root.join("proc/4545")).unwrap();
+            let mut data = std::fs::read(&utmp).unwrap();
+            data.extend(encode_utmp_record(7, 4545, "pts/8", "zed", ""));
+            std::fs::write(&utmp, data).unwrap();
+        },
+    );
+    // zed's process leads no session (a fixture /proc without stat): nothing to end.
     s.send(json!({"__name__": "log-off", "reply_id": "o2"}));
     let c = s.completion("o2", 5 * SEC);
     assert_eq!(c["error"], "no user session to end", "{c}");
+}
+
+#[test]
+fn log_off_ends_a_logind_session_when_there_is_no_utmp() {
+    let mut s = setup("logoff-logind", &["--report-user-rate", "1"]);
+    std::fs::remove_file(s.root().join("run/utmp")).unwrap();
+    let (leader, pid) = session_leader(&s.root());
+    logind_session(&s.root(), "5", "aaron", pid, "pts/7");
+    log_off_is_reported_once(
+        &mut s,
+        leader,
+        // logind removes the file of a session that ended.
+        |root| std::fs::remove_file(root.join("run/systemd/sessions/5")).unwrap(),
+        |root| logind_session(root, "6", "zed", 4545, "pts/8"),
+    );
+}
+
+#[test]
+fn shutdown_is_announced_on_the_terminals_of_logind_sessions() {
+    let mut s = setup("shutdown-logind", &[]);
+    std::fs::remove_file(s.root().join("run/utmp")).unwrap();
+    logind_session(&s.root(), "3", "erik", 0, "/dev/tty1");
+    logind_session(&s.root(), "4", "erik", 0, "tty1");
+    logind_session(&s.root(), "5", "dana", 0, "pts/4");
+    let dev = s.root().join("dev/pts");
+    std::fs::create_dir_all(&dev).unwrap();
+    for tty in ["dev/tty1", "dev/pts/4"] {
+        std::fs::write(s.root().join(tty), "").unwrap();
+    }
+    s.send(
+        json!({"__name__": "shutdown", "timeout": 600, "message": "Maintenance", "reply_id": "s"}),
+    );
+    // Handled in order: once the echo is back, the shutdown was announced.
+    s.send(json!({"__name__": "echo"}));
+    s.peer.until("echo", 3 * SEC);
+    for tty in ["dev/tty1", "dev/pts/4"] {
+        let wall = std::fs::read_to_string(s.root().join(tty)).unwrap();
+        // Once per terminal, though erik has two sessions on tty1.
+        assert_eq!(wall.matches("Maintenance").count(), 1, "{tty}: {wall}");
+    }
+    assert!(power_log(&s).is_empty());
 }
 
 #[test]

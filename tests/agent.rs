@@ -297,6 +297,48 @@ fn user_changes_send_logon_logoff_and_active_user() {
 }
 
 #[test]
+fn logind_sessions_give_active_user_logon_and_logoff_without_utmp() {
+    // A guest without utmp (systemd 257+, a musl-based image): logind's session files only.
+    let dir = Dir::new("logind");
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    copy_tree(&fixture("agent-root"), &root);
+    std::fs::remove_file(root.join("run/utmp")).unwrap();
+    copy_tree(&fixture("logind-only"), &root);
+    let root_arg = format!("--root={}", root.display());
+    let agent = Agent::start(dir.path(), &[&root_arg, "--report-user-rate", "1"]);
+    let mut peer = agent.connect();
+    // dana and erik; the greeter (gdm) and the closing session (frank) do not count.
+    let (au, _) = peer.until("active-user", 2 * SEC);
+    assert_eq!(au["name"], "dana");
+    // aaron logs in: logind writes his session's file.
+    let sessions = root.join("run/systemd/sessions");
+    std::fs::write(
+        sessions.join("9"),
+        "UID=1000\nUSER=aaron\nSTATE=online\nCLASS=user\nTTY=pts/2\nLEADER=3001\n",
+    )
+    .unwrap();
+    let (_, seen) = peer.until("session-logon", 3 * SEC);
+    assert!(!names(&seen).iter().any(|n| n.starts_with("session-")));
+    let (au, _) = peer.until("active-user", 2 * SEC);
+    assert_eq!(au["name"], "aaron");
+    // aaron and dana log out: logind removes their files.
+    std::fs::remove_file(sessions.join("9")).unwrap();
+    std::fs::remove_file(sessions.join("2")).unwrap();
+    let (au, seen) = peer.until("active-user", 3 * SEC);
+    assert_eq!(au["name"], "erik");
+    let n = names(&seen);
+    let logoffs = n.iter().filter(|x| *x == "session-logoff").count();
+    assert_eq!(logoffs, 2, "{n:?}");
+    // Several user checks later, the missing utmp was mentioned once, at debug level.
+    let log = agent.log_text();
+    let mentions: Vec<&str> = log.lines().filter(|l| l.contains("utmp")).collect();
+    assert_eq!(mentions.len(), 1, "{log}");
+    assert!(mentions[0].contains("DEBUG"), "{log}");
+    assert!(mentions[0].contains("no utmp file"), "{log}");
+}
+
+#[test]
 fn sigterm_sends_session_shutdown_and_exits_zero() {
     let (_dir, mut agent) = agent_with_root("term", &[]);
     let mut peer = agent.connect();

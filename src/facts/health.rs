@@ -2,7 +2,7 @@
 //! Per-source failure logging: which fact sources are failing, so a source that stays broken
 //! is reported once at warn level (then at debug level) instead of on every period.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// The fact sources currently failing, by name. The owner calls `failed` or `ok` after each
@@ -10,6 +10,8 @@ use std::fmt;
 #[derive(Debug, Default)]
 pub struct Health {
     failing: BTreeSet<&'static str>,
+    /// The last `note` of each source.
+    notes: BTreeMap<&'static str, String>,
 }
 
 impl Health {
@@ -31,6 +33,16 @@ impl Health {
     pub fn ok(&mut self, source: &'static str) {
         if self.failing.remove(source) {
             log::info!("{source}: readable again");
+        }
+    }
+
+    /// Logs `what` about `source` at debug level when it differs from the last note (e.g.
+    /// which file a fact is read from): said once, not on every period.
+    pub fn note(&mut self, source: &'static str, what: &dyn fmt::Display) {
+        let what = what.to_string();
+        if self.notes.get(source) != Some(&what) {
+            log::debug!("{source}: {what}");
+            self.notes.insert(source, what);
         }
     }
 

@@ -293,8 +293,8 @@ impl crate::link::Session for Session {
                 let msg = Message::bare("session-shutdown");
                 out.push(msg.name, Kind::Event, msg.encode());
             }
-            Notice::LoggedOff { to } => {
-                self.logged_off(&mut Ctx { out, svc });
+            Notice::LoggedOff { to, leaders } => {
+                self.logged_off(leaders, &mut Ctx { out, svc });
                 Session::answer(out, to.id.as_deref(), "log-off", Ok(()));
             }
             // Asked for by QGA sessions only.

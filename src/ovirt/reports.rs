@@ -19,6 +19,10 @@ pub struct Seen {
     vmstat: Option<(memory::VmStat, Duration)>,
     users: Option<Vec<String>>,
     active_user: Option<String>,
+    /// The leader pids of the sessions guestd's own log-off ended: left out of the user
+    /// checks while their records linger (a killed session's utmp record or logind file can
+    /// outlive the kill for a moment), so the log-off is reported once, by the diff.
+    ended: Vec<i32>,
 }
 
 impl Session {
@@ -228,15 +232,19 @@ impl Session {
         self.send(cx.out, messages::disks_usage(&list, &mapping), Kind::Report);
     }
 
-    /// Reads utmp; sends `session-logon`/`session-logoff` for users who came or went since the
-    /// last check, and `active-user` when it changed (or always, when `force`).
+    /// Reads the sessions (`users::current_sessions`); sends `session-logon`/`session-logoff`
+    /// for users who came or went since the last check, and `active-user` when it changed
+    /// (or always, when `force`).
     fn check_users(&mut self, force: bool, cx: &mut Ctx<'_, '_>) {
-        let root = &cx.svc.cfg.root;
-        let sessions = match users::read_sessions(root) {
-            Ok(s) => users::live_sessions(root, s),
+        let (mut sessions, source) = match users::current_sessions(&cx.svc.cfg.root) {
+            Ok(s) => s,
             Err(e) => return cx.svc.health.failed("users", &e),
         };
         cx.svc.health.ok("users");
+        cx.svc.health.note("users", &source);
+        let ended = &mut self.seen.ended;
+        ended.retain(|pid| sessions.iter().any(|s| s.pid == *pid));
+        sessions.retain(|s| !ended.contains(&s.pid));
         let now = users::logged_in_users(&sessions);
         if let Some(before) = self.seen.users.take() {
             for _ in now.iter().filter(|u| !before.contains(u)) {
@@ -254,12 +262,10 @@ impl Session {
         self.seen.active_user = Some(active);
     }
 
-    /// The built-in log-off ended the active user's sessions: say so.
-    pub(super) fn logged_off(&mut self, cx: &mut Ctx<'_, '_>) {
-        let msg = messages::active_user("None");
-        cx.out.push(msg.name, Kind::Report, msg.encode());
-        let msg = Message::bare("session-logoff");
-        cx.out.push(msg.name, Kind::Event, msg.encode());
-        self.seen.active_user = Some("None".into());
+    /// The built-in log-off ended the sessions led by `leaders`: the user check reports it
+    /// now (`session-logoff`, then `active-user`), and leaves those sessions out from then on.
+    pub(super) fn logged_off(&mut self, leaders: Vec<i32>, cx: &mut Ctx<'_, '_>) {
+        self.seen.ended.extend(leaders);
+        self.check_users(false, cx);
     }
 }

@@ -124,26 +124,15 @@ fn get_timezone(cx: &mut Ctx<'_>, _: &Args<'_>) -> Answer {
 }
 
 /// One entry per logged-in user with the earliest login time, in seconds (fractional).
-/// Sources: the `USER_PROCESS` records of utmp whose process still lives; when there are
-/// none (no utmp, as on systemd 257 and later), logind's session files.
+/// The sessions are utmp's live ones or else logind's (`users::current_sessions`), as the
+/// oVirt side reports them.
 fn get_users(cx: &mut Ctx<'_>, _: &Args<'_>) -> Answer {
-    let root = &cx.svc.cfg.root;
-    let mut logins: Vec<(String, Duration)> = match users::read_sessions(root) {
-        Ok(s) => users::live_sessions(root, s)
-            .into_iter()
-            .map(|s| (s.user, s.login_time))
-            .collect(),
-        Err(e) => {
-            log::debug!("{e}");
-            Vec::new()
-        }
+    let (sessions, source) = match users::current_sessions(&cx.svc.cfg.root) {
+        Ok(s) => s,
+        Err(e) => return Answer::Fail(Error::generic(e.to_string())),
     };
-    if logins.is_empty() {
-        match users::read_logind_sessions(root) {
-            Ok(s) => logins = s.into_iter().map(|s| (s.user, s.login_time)).collect(),
-            Err(e) => return Answer::Fail(Error::generic(e.to_string())),
-        }
-    }
+    cx.svc.health.note("users", &source);
+    let logins = sessions.into_iter().map(|s| (s.user, s.login_time));
     let list: Vec<Value> = users::earliest_logins(logins)
         .into_iter()
         .map(|(user, t)| json!({"user": user, "login-time": t.as_secs_f64()}))
