@@ -19,6 +19,8 @@ pub struct Seen {
     vmstat: Option<(memory::VmStat, Duration)>,
     users: Option<Vec<String>>,
     active_user: Option<String>,
+    /// The last `applications` list, kept while the package databases are unchanged.
+    apps: apps::Cache,
 }
 
 impl Session {
@@ -188,7 +190,8 @@ impl Session {
     }
 
     fn send_applications(&mut self, cx: &mut Ctx<'_, '_>) {
-        let read = apps::read_applications(&cx.svc.cfg.root, &cx.svc.cfg.applications);
+        let cfg = &cx.svc.cfg;
+        let read = self.seen.apps.applications(&cfg.root, &cfg.applications);
         self.report(cx, "applications", read, |list| {
             messages::applications(list)
         });
