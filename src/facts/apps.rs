@@ -381,6 +381,28 @@ Status: install ok installed";
     }
 
     #[test]
+    fn torn_wal_frame_is_not_read() {
+        // A frame whose checksum fails ends the WAL: the main file's state is read.
+        let root = scratch("torn");
+        let dir = root.join("var/lib/rpm");
+        std::fs::create_dir_all(&dir).unwrap();
+        let fixture = fixtures().join("apps-el9-wal/var/lib/rpm");
+        std::fs::copy(fixture.join("rpmdb.sqlite"), dir.join("rpmdb.sqlite")).unwrap();
+        let mut wal = std::fs::read(fixture.join("rpmdb.sqlite-wal")).unwrap();
+        wal[32 + 24 + 100] ^= 1;
+        std::fs::write(dir.join("rpmdb.sqlite-wal"), wal).unwrap();
+        let got = read_applications(&root, &strings(&["kernel-core"])).unwrap();
+        assert_eq!(
+            got,
+            strings(&[
+                "kernel-core-5.14.0-362.8.1.el9_3",
+                "kernel-core-5.14.0-427.13.1.el9_4",
+            ])
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
     fn read_applications_el7_berkeley_db() {
         let wanted = strings(&["kernel", "ovirt-guest-agent*", "guestd", "cloud-init"]);
         let got = read_applications(&fixtures().join("apps-el7"), &wanted).unwrap();

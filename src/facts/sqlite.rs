@@ -12,7 +12,6 @@
 //! bounded by `MAX_PAYLOAD`.
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -25,7 +24,7 @@ pub const MAX_PAYLOAD: u64 = super::MAX_FILE;
 /// Deepest b-tree followed (a real one of a few GiB is 5 levels deep).
 const MAX_DEPTH: usize = 20;
 /// WAL frames indexed at most.
-const MAX_WAL_FRAMES: u64 = 1 << 20;
+const MAX_WAL_FRAMES: u64 = 1 << 18;
 
 /// `n` bytes at `at` of `b` as a big-endian number, if they are there.
 pub(super) fn be(b: &[u8], at: usize, n: usize) -> Option<u64> {
@@ -103,8 +102,9 @@ pub fn column(record: &[u8], index: usize) -> Option<Value<'_>> {
     None
 }
 
-/// The WAL's committed pages: page number to the offset of its newest content.
-type WalPages = BTreeMap<u32, u64>;
+/// The WAL's committed pages: at each page number, the offset of its newest content (0: not
+/// in the WAL).
+type WalPages = Vec<u64>;
 
 /// An open database.
 #[derive(Debug)]
@@ -150,7 +150,7 @@ impl Db {
         }
         let size = file.metadata().map_err(read_err)?.len();
         let mut pages = u32::try_from(size / page_size as u64).unwrap_or(u32::MAX);
-        let wal = read_wal(path, page_size)?.map(|(f, map, commit_pages)| {
+        let wal = read_wal(path, page_size, u64::from(pages))?.map(|(f, map, commit_pages)| {
             pages = commit_pages;
             (f, map)
         });
@@ -183,10 +183,10 @@ impl Db {
         }
         self.budget.set(left - 1);
         let mut buf = vec![0; self.page_size];
-        let in_wal = self
-            .wal
-            .as_ref()
-            .and_then(|(f, map)| Some((f, *map.get(&n)?)));
+        let in_wal = self.wal.as_ref().and_then(|(f, map)| {
+            let at = *map.get(usize::try_from(n).ok()?)?;
+            (at != 0).then_some((f, at))
+        });
         let (file, off) = in_wal.unwrap_or((&self.file, u64::from(n - 1) * buf.len() as u64));
         match read_at(file, &mut buf, off) {
             Ok(true) => Ok(buf),
@@ -321,7 +321,11 @@ fn wal_sum(mut s: (u32, u32), data: &[u8], big: bool) -> (u32, u32) {
 
 /// The committed frames of `<path>-wal`, with the database size in pages at the last commit;
 /// `None` when there is no WAL or it holds no valid commit.
-fn read_wal(path: &Path, page_size: usize) -> Result<Option<(File, WalPages, u32)>, Error> {
+fn read_wal(
+    path: &Path,
+    page_size: usize,
+    pages: u64,
+) -> Result<Option<(File, WalPages, u32)>, Error> {
     let mut name = path.as_os_str().to_owned();
     name.push("-wal");
     let wal_path = PathBuf::from(name);
@@ -373,7 +377,17 @@ fn read_wal(path: &Path, page_size: usize) -> Result<Option<(File, WalPages, u32
         }
         pending.push((n, off + 24));
         if commit != 0 {
-            committed.extend(pending.drain(..));
+            for (n, at) in pending.drain(..) {
+                // A sound WAL only grows the database by the pages it holds.
+                let i = usize::try_from(n)
+                    .ok()
+                    .filter(|_| u64::from(n) <= pages + frames);
+                let Some(i) = i else { return Ok(None) };
+                if committed.len() <= i {
+                    committed.resize(i + 1, 0);
+                }
+                committed[i] = at;
+            }
             size = Some(commit);
         }
     }
