@@ -97,7 +97,7 @@ impl Default for Config {
             log_level: log::LevelFilter::Info,
             syslog_socket: PathBuf::from("/dev/log"),
             pid_file: None,
-            applications: words("guestd kernel kernel-core linux-image-* linux-virt linux-lts"),
+            applications: words(DEFAULT_APPLICATIONS),
             ignored_nics: words("lo docker0"),
             ignored_fs: DEFAULT_IGNORED_FS.iter().map(|s| (*s).to_owned()).collect(),
             root: PathBuf::from("/"),
@@ -114,6 +114,15 @@ impl Default for Config {
         }
     }
 }
+
+/// The default `applications`: the reference agent's `applications_list` (ovirt-protocol.md
+/// §6.1), plus guestd and qemu-guest-agent, and the kernel packages of each distribution:
+/// `kernel-core` (Fedora, EL8+), `kernel-uek` (Oracle Linux), `linux-image-*` (Debian,
+/// Ubuntu), `linux-virt` and `linux-lts` (Alpine).
+pub const DEFAULT_APPLICATIONS: &str = "guestd ovirt-guest-agent ovirt-guest-agent-common \
+    qemu-guest-agent cloud-init kernel kernel-core kernel-uek kernel-default kernel-desktop \
+    kernel-trace kernel-vanilla kernel-debug kernel-ec2 kernel-xen kernel-ppc64 linux-image \
+    linux-image-* linux-virt linux-lts xorg-x11-drv-qxl xserver-xorg-video-qxl xf86-video-qxl";
 
 /// The keys `Config::set` accepts, with their help text; each is also a long option.
 pub const KEYS: &[(&str, &str)] = &[

@@ -8,6 +8,7 @@
 //! on every call's result is a pure function.
 
 pub mod apps;
+pub mod bdb;
 pub mod blockdev;
 pub mod calendar;
 pub mod cpus;
@@ -20,6 +21,8 @@ pub mod mounts;
 pub mod net;
 pub mod osinfo;
 pub mod route;
+pub mod rpmdb;
+pub mod sqlite;
 pub mod stats;
 pub mod timezone;
 pub mod users;

@@ -23,6 +23,8 @@ pub struct Seen {
     /// checks while their records linger (a killed session's utmp record or logind file can
     /// outlive the kill for a moment), so the log-off is reported once, by the diff.
     ended: Vec<i32>,
+    /// The last `applications` list, kept while the package databases are unchanged.
+    apps: apps::Cache,
 }
 
 impl Session {
@@ -192,7 +194,8 @@ impl Session {
     }
 
     fn send_applications(&mut self, cx: &mut Ctx<'_, '_>) {
-        let read = apps::read_applications(&cx.svc.cfg.root, &cx.svc.cfg.applications);
+        let cfg = &cx.svc.cfg;
+        let read = self.seen.apps.applications(&cfg.root, &cfg.applications);
         self.report(cx, "applications", read, |list| {
             messages::applications(list)
         });
