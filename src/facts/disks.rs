@@ -6,7 +6,7 @@ use std::io;
 use std::path::Path;
 
 use super::mounts::{Mount, read_mountinfo};
-use super::{Error, read_text_opt, under};
+use super::{Error, blockdev, under};
 use crate::sys::{self, FsStats};
 
 /// Network and cluster file systems. They are never statvfs-ed: a dead server would hang the
@@ -180,10 +180,11 @@ pub fn read_filesystems(root: &Path, ignored: &[String]) -> Result<Vec<Filesyste
     ))
 }
 
-/// Every block device under `sys/block` that reports a serial in `serial` (virtio-blk) or
-/// `device/serial` (NVMe, some SCSI), with its `/dev/<name>` node, sorted by device name. A
-/// `!` in the kernel name stands for `/` in the device path. A missing `sys/block` gives an
-/// empty list.
+/// Every block device under `sys/block` that has a udev-style `ID_SERIAL` (see
+/// `blockdev::id_serial`: the virtio-blk or NVMe serial, `0QEMU_QEMU_HARDDISK_<serial>` for a
+/// QEMU SCSI disk, `QEMU_HARDDISK_<serial>` for a SATA one), with its `/dev/<name>` node,
+/// sorted by device name: what the reference agent's `diskmapper` prints. A `!` in the kernel
+/// name stands for `/` in the device path. A missing `sys/block` gives an empty list.
 pub fn read_disk_serials(root: &Path) -> Result<Vec<DiskSerial>, Error> {
     let dir = under(root, "sys/block");
     let entries = match std::fs::read_dir(&dir) {
@@ -203,27 +204,13 @@ pub fn read_disk_serials(root: &Path) -> Result<Vec<DiskSerial>, Error> {
     Ok(names
         .into_iter()
         .filter_map(|name| {
-            let serial = read_serial(root, &name)?;
+            let serial = blockdev::id_serial(root, &name)?;
             Some(DiskSerial {
                 serial,
                 device: format!("/dev/{}", name.replace('!', "/")),
             })
         })
         .collect())
-}
-
-/// The trimmed, non-empty serial of block device `name`, if it has one. Read errors (virtio-blk
-/// may fail the read when the host set no serial) count as no serial.
-fn read_serial(root: &Path, name: &str) -> Option<String> {
-    ["serial", "device/serial"].into_iter().find_map(|file| {
-        match read_text_opt(root, &format!("sys/block/{name}/{file}")) {
-            Ok(text) => text.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),
-            Err(e) => {
-                log::debug!("{e}");
-                None
-            }
-        }
-    })
 }
 
 #[cfg(test)]
@@ -432,6 +419,57 @@ mod tests {
                 disk("b3a1c2d4-e5f6-4a7b-8", "/dev/vda"),
             ]
         );
+    }
+
+    /// `tests/fixtures/disks-mapping`: one disk per bus and form, each with the `ID_SERIAL`
+    /// udev gives it (`udevadm info` on QEMU guests; the VPD pages are QEMU's, the SATA
+    /// IDENTIFY data is laid out as libata copies it on a little-endian guest).
+    #[test]
+    fn mapping_keys_are_udev_id_serials_for_each_bus() {
+        let got = read_disk_serials(&fixtures().join("disks-mapping")).unwrap();
+        let got: Vec<(&str, &str)> = got
+            .iter()
+            .map(|d| (d.device.as_str(), d.serial.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                // NVMe: the controller's serial, trimmed (as before).
+                ("/dev/nvme0n1", "S4EWNX0R123456"),
+                // virtio-scsi scsi-hd with serial=: page 0x83's vendor-specific designator.
+                ("/dev/sda", "0QEMU_QEMU_HARDDISK_6d9c1b2e-0a4f-4d3b-9"),
+                // ... with a wwn: the NAA designator wins.
+                ("/dev/sdb", "35000c500a1b2c3d4"),
+                // No page 0x83: the unit serial number page.
+                ("/dev/sdc", "SQEMU_QEMU_HARDDISK_drive-scsi0-0-0-2"),
+                // SATA (AHCI): ata_id's model_serial from the IDENTIFY data of page 0x89.
+                ("/dev/sdd", "QEMU_HARDDISK_QM00005"),
+                // ... on a kernel without vpd_pg89: INQUIRY product and page 0x80.
+                ("/dev/sde", "QEMU_HARDDISK_QM00007"),
+                // ... a model longer than the 16 characters of the INQUIRY product.
+                ("/dev/sdf", "Samsung_SSD_860_EVO_500GB_S3Z1NB0K123456A"),
+                // udev's clean-up: whitespace runs to one `_`, `/` replaced.
+                ("/dev/sdg", "0QEMU_QEMU_HARDDISK_my_disk_1"),
+                // virtio-blk: the serial itself.
+                ("/dev/vda", "b3a1c2d4-e5f6-4a7b-8"),
+            ]
+        );
+    }
+
+    #[test]
+    fn udev_clean_is_udevs_whitespace_and_character_replacement() {
+        use blockdev::udev_clean;
+        assert_eq!(
+            udev_clean(b"  QEMU    QEMU HARDDISK   x  "),
+            "QEMU_QEMU_HARDDISK_x"
+        );
+        assert_eq!(udev_clean(br"a\x2fb c/d\e"), r"a\x2fb_c_d_e");
+        assert_eq!(
+            udev_clean("d\u{e9}j\u{e0}-vu\u{fdd0}".as_bytes()),
+            "d\u{e9}j\u{e0}-vu_"
+        );
+        assert_eq!(udev_clean(b"ab\xffcd\0ignored"), "ab_cd");
+        assert_eq!(udev_clean(b" \t\n"), "");
     }
 
     #[test]
