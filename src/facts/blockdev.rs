@@ -480,7 +480,7 @@ fn page83_serial(page: &[u8], vendor_model: Option<&[u8]>) -> Option<Vec<u8>> {
             .concat(),
         );
     }
-    let end = (usize::from(page[2]) << 8) + usize::from(page[3]) + 4;
+    let end = (usize::from(*page.get(2)?) << 8) + usize::from(*page.get(3)?) + 4;
     let mut descriptors = Vec::new();
     let mut at = 4;
     while at + 4 <= end.min(page.len()) {
