@@ -75,7 +75,8 @@ enum Token {
     Control,
     /// A pipe of a running hook (the runners tell them apart by fd).
     Hook,
-    /// A pipe of a QGA guest-exec process or helper program (the table tells them apart).
+    /// A pipe of a QGA guest-exec process or helper program, or of a statvfs probe (each
+    /// table tells its own apart).
     Exec,
 }
 
@@ -240,6 +241,7 @@ impl Agent {
         self.svc.hooks.poll_fds(&mut fds);
         entries.extend(fds.drain(..).map(|(fd, ev)| (Token::Hook, fd, ev)));
         self.svc.execs.poll_fds(&mut fds);
+        self.svc.probes.poll_fds(&mut fds);
         entries.extend(fds.into_iter().map(|(fd, ev)| (Token::Exec, fd, ev)));
         entries
             .into_iter()

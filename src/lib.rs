@@ -13,6 +13,7 @@
 //! - `power`: the shutdown, reboot and log-off state machines, hibernation, CPU hot-plug.
 //! - `exec`: one child process (fork/exec, process group, bounded output capture, timeout,
 //!   reaping), driven from a poll loop; used by `hooks` and, next, by `guest-exec`.
+//! - `probe`: statvfs(3) of network and FUSE file systems in bounded child processes.
 //! - `hooks`: the hook runner (job queue, follow-ups, logged reports) shared by agent and
 //!   command line.
 //! - `actions`: argument parsing and the pure parts of the host's actions.
@@ -37,6 +38,7 @@ pub mod ops;
 pub mod ovirt;
 pub mod pidfile;
 pub mod power;
+pub mod probe;
 pub mod proto;
 pub mod qga;
 pub mod services;

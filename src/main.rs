@@ -16,7 +16,14 @@ fn main() -> ExitCode {
         log::error!("panic: {info}");
         eprintln!("guestd: panic: {info}");
     }));
-    let cfg = match cli::parse(std::env::args_os().skip(1)) {
+    // The hidden probe mode (`guestd::probe`): one statvfs, printed, off the agent's loop.
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    if let [flag, path] = &args[..] {
+        if flag == guestd::probe::FLAG {
+            return ExitCode::from(guestd::probe::run_probe(std::path::Path::new(path)));
+        }
+    }
+    let cfg = match cli::parse(args) {
         Ok(Invocation::Help) => {
             print!("{}", cli::help());
             return ExitCode::SUCCESS;

@@ -12,6 +12,7 @@ use crate::facts::Health;
 use crate::hooks::{self, Job, Outcome, Runner};
 use crate::kv::keeper::Keeper;
 use crate::power::{self, Power};
+use crate::probe::Probes;
 use crate::qga::exec::Execs;
 use crate::qga::file::Files;
 use crate::qga::freeze::{self, Freeze};
@@ -73,6 +74,12 @@ pub enum Notice {
         to: Requester,
         result: Result<serde_json::Value, String>,
     },
+    /// The network and FUSE file systems the link asked about were measured (those that
+    /// answered in time).
+    Measured {
+        to: Requester,
+        filesystems: Vec<crate::facts::disks::Filesystem>,
+    },
 }
 
 impl Notice {
@@ -81,7 +88,8 @@ impl Notice {
             Notice::Done { to, .. }
             | Notice::ShuttingDown { to }
             | Notice::LoggedOff { to, .. }
-            | Notice::Reply { to, .. } => to.link,
+            | Notice::Reply { to, .. }
+            | Notice::Measured { to, .. } => to.link,
         }
     }
 }
@@ -185,6 +193,8 @@ pub struct Services {
     pub freeze: Freeze,
     /// Notices for the sessions, routed by the loop at the end of each turn.
     pub notices: Vec<Notice>,
+    /// statvfs of network and FUSE file systems, off the loop.
+    pub probes: Probes,
 }
 
 impl Services {
@@ -199,6 +209,7 @@ impl Services {
             power: Power::default(),
             freeze: Freeze::default(),
             notices: Vec::new(),
+            probes: Probes::default(),
         }
     }
 
@@ -322,11 +333,13 @@ impl Services {
     pub fn on_sigchld(&mut self) {
         self.hooks.on_sigchld();
         self.execs.on_sigchld(&mut self.notices);
+        self.probes.on_sigchld(&mut self.notices);
     }
 
-    /// poll(2) reported `revents` on a pipe of a QGA process.
+    /// poll(2) reported `revents` on a pipe of a QGA process or a statvfs probe.
     pub fn on_exec_ready(&mut self, fd: RawFd, revents: i16) {
         self.execs.on_ready(fd, revents, &mut self.notices);
+        self.probes.on_ready(fd, revents, &mut self.notices);
     }
 
     /// Timer work: hook timeouts, power deadlines, batched delivery records, QGA process
@@ -334,6 +347,7 @@ impl Services {
     pub fn on_timer(&mut self, now: Duration) {
         self.hooks.on_timer(now);
         self.execs.on_timer(now, &mut self.notices);
+        self.probes.on_timer(now, &mut self.notices);
         freeze::on_timer(self, now);
         self.power
             .on_timer(now, &self.cfg, &mut self.hooks, &mut self.notices);
@@ -347,6 +361,7 @@ impl Services {
             self.power.deadline(),
             self.store.deadline(),
             self.execs.deadline(),
+            self.probes.deadline(),
             self.freeze.deadline(self.cfg.fsfreeze_timeout),
         ]
         .into_iter()

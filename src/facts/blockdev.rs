@@ -376,6 +376,194 @@ pub fn vpd_serial(page: &[u8]) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
+/// The `ID_SERIAL` udev gives whole disk `name` of `sys/block` under `root`, derived from
+/// sysfs the way `60-persistent-storage.rules` and its helpers derive it, without udev:
+/// - virtio-blk (`vd*`): the `serial` attribute, trimmed (as the rules' `$attr{serial}`);
+/// - NVMe (`nvme*`) and others: `serial` or `device/serial`, trimmed (udev's NVMe form is
+///   `<model>_<serial>`; VDSM matches a serial inside the reported one, so the bare serial
+///   still matches);
+/// - SATA (`sd*` whose vendor is `ATA`): `ata_id`'s `<model>_<serial>`, from the IDENTIFY data
+///   of the ATA information VPD page (`device/vpd_pg89`, Linux 5.19+). Without that page the
+///   model is the 16-character INQUIRY product (`device/model`) and the serial comes from
+///   `device/vpd_pg80`: the same as udev for every model of at most 16 characters (QEMU's
+///   `QEMU HARDDISK`), e.g. `QEMU_HARDDISK_QM00005`;
+/// - other SCSI (`sd*`: virtio-scsi, LSI): `scsi_id --export`'s form from the device
+///   identification page (`device/vpd_pg83`, the designators in scsi_id's priority order:
+///   NAA, EUI-64, T10 vendor id, then vendor specific with vendor and model prepended, so a
+///   QEMU `scsi-hd` with `serial=X` gives `0QEMU_QEMU_HARDDISK_X` and one with a `wwn` gives
+///   `3<wwn in hex>`), else from the unit serial number page (`device/vpd_pg80`):
+///   `S<vendor><model><serial>`.
+///
+/// SCSI and SATA serials then go through udev's clean-up: whitespace trimmed, each run of it
+/// made one `_`, and characters outside `0-9A-Za-z#+-.:=@_`, valid UTF-8 and `\x` replaced by
+/// `_`. USB disks (udev's `usb_id`) and CD drives are not covered.
+pub fn id_serial(root: &Path, name: &str) -> Option<String> {
+    if !name.starts_with("sd") {
+        return read_serial(root, &format!("sys/block/{name}"));
+    }
+    let attr = |file: &str| read_bytes(root, &format!("sys/block/{name}/device/{file}")).ok();
+    let line = |file: &str| {
+        let mut v = attr(file).unwrap_or_default();
+        if v.last() == Some(&b'\n') {
+            v.pop();
+        }
+        v
+    };
+    let (vendor, model) = (line("vendor"), line("model"));
+    if vendor.trim_ascii_end() == b"ATA" {
+        let (model, serial) = match attr("vpd_pg89").and_then(|p| ata_identity(&p)) {
+            Some(ids) => ids,
+            None => (model, vpd_body(&attr("vpd_pg80")?)?),
+        };
+        let (model, serial) = (udev_clean(&model), udev_clean(&serial));
+        let id = if serial.is_empty() {
+            model
+        } else {
+            format!("{model}_{serial}")
+        };
+        return Some(id).filter(|s| !s.is_empty());
+    }
+    let vm = (vendor.len() == 8 && model.len() == 16).then(|| [vendor, model].concat());
+    let raw = match attr("vpd_pg83").and_then(|p| page83_serial(&p, vm.as_deref())) {
+        Some(s) => s,
+        None => [b"S".as_slice(), &vm?, &vpd_body(&attr("vpd_pg80")?)?].concat(),
+    };
+    Some(udev_clean(&raw)).filter(|s| !s.is_empty())
+}
+
+/// The data of a VPD page: the bytes after its 4-byte header, as many as its length byte says.
+fn vpd_body(page: &[u8]) -> Option<Vec<u8>> {
+    // scsi_id reads the length from byte 3 only.
+    let len = usize::from(*page.get(3)?);
+    Some(page.get(4..)?.iter().take(len).copied().collect())
+}
+
+/// The (model, serial) of the IDENTIFY DEVICE data in an ATA information VPD page (0x89,
+/// data at byte 60): words 27-46 and 10-19, each 16-bit word (in the CPU's order, as libata
+/// copies it) holding two characters, the first in its high byte.
+fn ata_identity(page: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let id = page.get(60..60 + 512)?;
+    let text = |first: usize, words: usize| -> Vec<u8> {
+        id[first * 2..(first + words) * 2]
+            .chunks_exact(2)
+            .flat_map(|w| u16::from_ne_bytes([w[0], w[1]]).to_be_bytes())
+            .collect()
+    };
+    Some((text(27, 20), text(10, 10)))
+}
+
+/// scsi_id's serial from a device identification VPD page (0x83): the first designator in its
+/// priority order (association with the device; NAA IEEE registered extended, NAA IEEE
+/// registered, other NAA, EUI-64, T10 vendor id, vendor specific; binary before ASCII for
+/// each), as the designator type's hex digit, then `vendor_model` (8 + 16 characters, vendor
+/// specific only), then the identifier: ASCII as is, binary in lower-case hex. A pre-SPC-3
+/// page (byte 6 not 0) gives `3` and its 16 bytes in hex.
+fn page83_serial(page: &[u8], vendor_model: Option<&[u8]>) -> Option<Vec<u8>> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let hex = |b: &[u8]| -> Vec<u8> {
+        b.iter()
+            .flat_map(|x| [HEX[usize::from(x >> 4)], HEX[usize::from(x & 15)]])
+            .collect()
+    };
+    // scsi_id reads at most 254 bytes of the page.
+    let page = &page[..page.len().min(254)];
+    if *page.get(1)? != 0x83 {
+        return None;
+    }
+    if page.get(6).is_some_and(|&b| b != 0) {
+        let len = usize::from(*page.get(3)?);
+        return Some(
+            [
+                b"3".as_slice(),
+                &hex(page.get(4..(4 + len).min(page.len()))?),
+            ]
+            .concat(),
+        );
+    }
+    let end = (usize::from(*page.get(2)?) << 8) + usize::from(*page.get(3)?) + 4;
+    let mut descriptors = Vec::new();
+    let mut at = 4;
+    while at + 4 <= end.min(page.len()) {
+        let len = usize::from(page[at + 3]);
+        let Some(id) = page.get(at + 4..at + 4 + len) else {
+            break;
+        };
+        descriptors.push((&page[at..at + 4], id));
+        at += 4 + len;
+    }
+    // (designator type, NAA type or none, code set: 1 binary, 2 ASCII)
+    const ORDER: [(u8, Option<u8>, u8); 12] = [
+        (3, Some(6), 1),
+        (3, Some(6), 2),
+        (3, Some(5), 1),
+        (3, Some(5), 2),
+        (3, None, 1),
+        (3, None, 2),
+        (2, None, 1),
+        (2, None, 2),
+        (1, None, 1),
+        (1, None, 2),
+        (0, None, 1),
+        (0, None, 2),
+    ];
+    ORDER.iter().find_map(|&(kind, naa, code)| {
+        descriptors.iter().find_map(|&(head, id)| {
+            let matches = head[1] & 0x30 == 0
+                && head[1] & 0x0f == kind
+                && naa.is_none_or(|n| id.first().is_some_and(|b| b >> 4 == n))
+                && head[0] & 0x0f == code;
+            if !matches {
+                return None;
+            }
+            let mut s = vec![HEX[usize::from(kind)]];
+            if kind == 0 {
+                s.extend_from_slice(vendor_model?);
+            }
+            s.extend(if code == 2 { id.to_vec() } else { hex(id) });
+            Some(s)
+        })
+    })
+}
+
+/// udev's clean-up of an id string (`udev_replace_whitespace` then `udev_replace_chars`):
+/// cut at the first NUL, leading and trailing whitespace dropped, each inner run of it made
+/// one `_`; then every character that is not `0-9A-Za-z#+-.:=@_`, a valid multi-byte UTF-8
+/// character or the `\` of `\x` becomes `_`.
+pub fn udev_clean(raw: &[u8]) -> String {
+    let raw = raw.split(|&b| b == 0).next().unwrap_or_default();
+    let mut collapsed = Vec::with_capacity(raw.len());
+    let mut space = false;
+    for &b in raw {
+        if b.is_ascii_whitespace() || b == 0x0b {
+            space = !collapsed.is_empty();
+        } else {
+            if std::mem::take(&mut space) {
+                collapsed.push(b'_');
+            }
+            collapsed.push(b);
+        }
+    }
+    let mut out = String::with_capacity(collapsed.len());
+    for chunk in collapsed.utf8_chunks() {
+        let mut chars = chunk.valid().chars().peekable();
+        while let Some(c) = chars.next() {
+            let keep = c.is_ascii_alphanumeric()
+                || "#+-.:=@_".contains(c)
+                || (c == '\\' && chars.peek() == Some(&'x'))
+                || (!c.is_ascii() && !is_noncharacter(c));
+            out.push(if keep { c } else { '_' });
+        }
+        out.extend(chunk.invalid().iter().map(|_| '_'));
+    }
+    out
+}
+
+/// The Unicode noncharacters systemd's UTF-8 check refuses (U+FDD0..U+FDEF, U+xxFFFE/F).
+fn is_noncharacter(c: char) -> bool {
+    let c = u32::from(c);
+    (0xFDD0..=0xFDEF).contains(&c) || c & 0xFFFE == 0xFFFE
+}
+
 /// One entry of guest-get-disks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskInfo {

@@ -1,17 +1,20 @@
 // SPDX-License-Identifier: Apache-2.0
-//! File systems and disks: the local mounts worth measuring, their sizes from statvfs(3) on
-//! the mount point under the root, and the disk serial to device mapping from `sys/block`.
+//! File systems and disks: the mounts worth measuring (each device once), the sizes of the
+//! local ones from statvfs(3) on the mount point under the root (network and FUSE file systems
+//! are left to `crate::probe`, off the loop), and the disk serial to device mapping from
+//! `sys/block`.
 
 use std::io;
 use std::path::Path;
 
 use super::mounts::{Mount, read_mountinfo};
-use super::{Error, read_text_opt, under};
+use super::{Error, blockdev, under};
 use crate::sys::{self, FsStats};
 
-/// Network and cluster file systems. They are never statvfs-ed: a dead server would hang the
-/// agent.
+/// Network and cluster file systems. They are never statvfs-ed on the agent's loop (a dead
+/// server would hang it): `crate::probe` measures them in a child process with a time limit.
 pub const NETWORK_FS: &[&str] = &[
+    "virtiofs",
     "nfs",
     "nfs4",
     "cifs",
@@ -97,24 +100,46 @@ pub struct DiskSerial {
     pub device: String,
 }
 
-/// The mounts worth measuring: those whose type is neither in `ignored` nor a network file
-/// system.
-pub fn mounts_to_measure(mounts: Vec<Mount>, ignored: &[String]) -> Vec<Mount> {
-    mounts
+/// The mounts worth measuring: those whose type is not in `ignored`, each device once (see
+/// `once_per_device`), split into (local, may hang): network and FUSE file systems (see
+/// `may_hang`) are measured off the loop.
+pub fn mounts_to_measure(mounts: Vec<Mount>, ignored: &[String]) -> (Vec<Mount>, Vec<Mount>) {
+    let kept = mounts.into_iter().filter(|m| !ignored.contains(&m.fs_type));
+    once_per_device(kept.collect())
         .into_iter()
-        .filter(|m| {
-            !ignored.contains(&m.fs_type)
-                && !NETWORK_FS.contains(&m.fs_type.as_str())
-                && !served_by_a_daemon(&m.fs_type)
-        })
-        .collect()
+        .partition(|m| !may_hang(&m.fs_type))
 }
 
-/// FUSE file systems (`fuse`, `fuse.*`) answer statvfs through a user-space daemon; a dead
-/// or stuck one would hang the agent's loop, so they are never measured. `fuseblk`
-/// (ntfs-3g and the like on a local block device) is measured.
-fn served_by_a_daemon(fs_type: &str) -> bool {
-    fs_type == "fuse" || fs_type.starts_with("fuse.")
+/// Whether statvfs(3) on a file system of type `fs_type` may hang: network and cluster file
+/// systems (`NETWORK_FS`), and FUSE ones (`fuse`, `fuse.*`), served by a user-space daemon
+/// that may be stuck. `fuseblk` (ntfs-3g and the like on a local disk) counts as FUSE too.
+pub fn may_hang(fs_type: &str) -> bool {
+    NETWORK_FS.contains(&fs_type) || super::blockdev::served_by_a_daemon(fs_type)
+}
+
+/// Each mounted file system once. Mounts with the same device number (`major:minor`: bind
+/// mounts, a device mounted at two places, btrfs subvolumes, NFS mounts sharing a superblock)
+/// are one file system with one usage; the one reported is the first that mounts the whole
+/// file system (mountinfo root `/`), else the first of them; it keeps the place of the first.
+/// The reference agent reported each mount point, bind mounts included.
+pub fn once_per_device(mounts: Vec<Mount>) -> Vec<Mount> {
+    let mut index = std::collections::HashMap::new();
+    let mut out: Vec<Mount> = Vec::with_capacity(mounts.len());
+    for m in mounts {
+        let Some(dev) = m.major_minor else {
+            out.push(m);
+            continue;
+        };
+        match index.get(&dev) {
+            None => {
+                index.insert(dev, out.len());
+                out.push(m);
+            }
+            Some(&i) if out[i].root != "/" && m.root == "/" => out[i] = m,
+            Some(_) => {}
+        }
+    }
+    out
 }
 
 /// (total, used) bytes from statvfs numbers: `total = frsize*blocks`,
@@ -165,25 +190,26 @@ pub fn collect(
     out
 }
 
-/// The local file systems mounted under `root`, measured: the mounts of
-/// `proc/self/mountinfo` worth measuring (see `mounts_to_measure`; types in `ignored` are
-/// left out), each statvfs-ed at its mount point joined onto `root` (so a fixture tree is
-/// measured under itself), as `collect` does. Failing statvfs calls are logged at debug level
+/// The file systems mounted under `root` worth measuring (see `mounts_to_measure`; types in
+/// `ignored` are left out): the local ones measured, each statvfs-ed at its mount point joined
+/// onto `root` (so a fixture tree is measured under itself) as `collect` does, and the ones
+/// that may hang, to be measured off the loop. Failing statvfs calls are logged at debug level
 /// and left out; only an unreadable mount table is an error.
-pub fn read_filesystems(root: &Path, ignored: &[String]) -> Result<Vec<Filesystem>, Error> {
-    let mounts = mounts_to_measure(read_mountinfo(root)?, ignored);
+pub fn read_filesystems(
+    root: &Path,
+    ignored: &[String],
+) -> Result<(Vec<Filesystem>, Vec<Mount>), Error> {
+    let (local, remote) = mounts_to_measure(read_mountinfo(root)?, ignored);
     let real = |p: &Path| under(root, &p.to_string_lossy());
-    Ok(collect(
-        &mounts,
-        |p| sys::statvfs(&real(p)),
-        |p| real(p).is_file(),
-    ))
+    let measured = collect(&local, |p| sys::statvfs(&real(p)), |p| real(p).is_file());
+    Ok((measured, remote))
 }
 
-/// Every block device under `sys/block` that reports a serial in `serial` (virtio-blk) or
-/// `device/serial` (NVMe, some SCSI), with its `/dev/<name>` node, sorted by device name. A
-/// `!` in the kernel name stands for `/` in the device path. A missing `sys/block` gives an
-/// empty list.
+/// Every block device under `sys/block` that has a udev-style `ID_SERIAL` (see
+/// `blockdev::id_serial`: the virtio-blk or NVMe serial, `0QEMU_QEMU_HARDDISK_<serial>` for a
+/// QEMU SCSI disk, `QEMU_HARDDISK_<serial>` for a SATA one), with its `/dev/<name>` node,
+/// sorted by device name: what the reference agent's `diskmapper` prints. A `!` in the kernel
+/// name stands for `/` in the device path. A missing `sys/block` gives an empty list.
 pub fn read_disk_serials(root: &Path) -> Result<Vec<DiskSerial>, Error> {
     let dir = under(root, "sys/block");
     let entries = match std::fs::read_dir(&dir) {
@@ -203,48 +229,13 @@ pub fn read_disk_serials(root: &Path) -> Result<Vec<DiskSerial>, Error> {
     Ok(names
         .into_iter()
         .filter_map(|name| {
-            let serial = read_serial(root, &name)?;
+            let serial = blockdev::id_serial(root, &name)?;
             Some(DiskSerial {
                 serial,
                 device: format!("/dev/{}", name.replace('!', "/")),
             })
         })
         .collect())
-}
-
-/// The trimmed, non-empty serial of block device `name`, if it has one. Read errors (virtio-blk
-/// may fail the read when the host set no serial) count as no serial.
-fn read_serial(root: &Path, name: &str) -> Option<String> {
-    ["serial", "device/serial"].into_iter().find_map(|file| {
-        match read_text_opt(root, &format!("sys/block/{name}/{file}")) {
-            Ok(text) => text.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),
-            Err(e) => {
-                log::debug!("{e}");
-                None
-            }
-        }
-    })
-}
-
-#[cfg(test)]
-mod fuse_tests {
-    use super::*;
-
-    #[test]
-    fn fuse_mounts_are_never_measured_but_fuseblk_is() {
-        let m = |t: &str| Mount {
-            mount_point: format!("/m/{t}"),
-            fs_type: t.into(),
-            source: "x".into(),
-            major_minor: None,
-        };
-        let kept = mounts_to_measure(
-            vec![m("fuse"), m("fuse.rclone"), m("fuseblk"), m("ext4")],
-            &[],
-        );
-        let types: Vec<&str> = kept.iter().map(|m| m.fs_type.as_str()).collect();
-        assert_eq!(types, ["fuseblk", "ext4"]);
-    }
 }
 
 #[cfg(test)]
@@ -267,24 +258,61 @@ mod tests {
     }
 
     #[test]
-    fn measure_drops_ignored_and_network_fs() {
+    fn measure_drops_ignored_and_sets_network_and_fuse_apart() {
         let mounts = vec![
             mount("/", "ext4", "/dev/vda1"),
             mount("/proc", "proc", "proc"),
             mount("/home", "nfs4", "srv:/home"),
             mount("/sshfs", "fuse.sshfs", "u@h:"),
+            mount("/rclone", "fuse", "r:"),
+            mount("/ntfs", "fuseblk", "/dev/sdb1"),
+            mount("/shared", "virtiofs", "tag"),
             mount("/ctr", "overlay", "overlay"),
         ];
         let ignored: Vec<String> = DEFAULT_IGNORED_FS.iter().map(|s| s.to_string()).collect();
-        let got = mounts_to_measure(mounts, &ignored);
+        let (local, remote) = mounts_to_measure(mounts, &ignored);
+        let points =
+            |v: &[Mount]| -> Vec<String> { v.iter().map(|m| m.mount_point.clone()).collect() };
+        assert_eq!(points(&local), ["/", "/ctr"]);
         assert_eq!(
-            got,
-            vec![
-                mount("/", "ext4", "/dev/vda1"),
-                mount("/ctr", "overlay", "overlay")
-            ]
+            points(&remote),
+            ["/home", "/sshfs", "/rclone", "/ntfs", "/shared"]
         );
         assert!(!DEFAULT_IGNORED_FS.contains(&"overlay"));
+    }
+
+    /// `tests/fixtures/disks-mapping`: `/` bind-mounted at `/data` (a subdirectory) and
+    /// mounted again at `/again`; `/dev/sdb` first bind-mounted from a subdirectory, then
+    /// whole; `/run/netns` bound onto itself; one NFS export at two places.
+    #[test]
+    fn a_file_system_mounted_twice_is_measured_once() {
+        let mounts = read_mountinfo(&fixtures().join("disks-mapping")).unwrap();
+        assert_eq!(mounts[5].root, "/srv/data");
+        let (local, remote) = mounts_to_measure(mounts, &strings(DEFAULT_IGNORED_FS));
+        let points =
+            |v: &[Mount]| -> Vec<String> { v.iter().map(|m| m.mount_point.clone()).collect() };
+        // The whole-file-system mount wins, at the place of the first mount of the device.
+        assert_eq!(points(&local), ["/", "/mnt/whole", "/mnt/scsi"]);
+        assert_eq!(points(&remote), ["/srv/nfs", "/mnt/sshfs"]);
+        // Without a whole mount the first one stays; mounts without a device number all stay.
+        let part = |p: &str, root: &str| Mount {
+            root: root.into(),
+            ..on(8, 1, mount(p, "xfs", "/dev/sda1"))
+        };
+        let got = once_per_device(vec![
+            part("/a", "/x"),
+            mount("/u", "xfs", "u"),
+            part("/b", "/y"),
+            mount("/u", "xfs", "u"),
+        ]);
+        assert_eq!(
+            got,
+            [
+                part("/a", "/x"),
+                mount("/u", "xfs", "u"),
+                mount("/u", "xfs", "u")
+            ]
+        );
     }
 
     #[test]
@@ -387,9 +415,11 @@ mod tests {
         );
         assert_eq!(mounts[3], on(252, 2, mount("/", "ext4", "/dev/vda2")));
         let ignored = strings(DEFAULT_IGNORED_FS);
-        let measured = mounts_to_measure(mounts, &ignored);
-        let points: Vec<&str> = measured.iter().map(|m| m.mount_point.as_str()).collect();
+        let (local, remote) = mounts_to_measure(mounts, &ignored);
+        let points: Vec<&str> = local.iter().map(|m| m.mount_point.as_str()).collect();
         assert_eq!(points, ["/", "/boot/efi", "/mnt/usb stick"]);
+        assert_eq!(remote.len(), 1);
+        assert_eq!(remote[0].mount_point, "/srv/nfs");
     }
 
     #[test]
@@ -397,7 +427,8 @@ mod tests {
         // Only "/" exists under the fixture root (as the fixture directory itself); the
         // other local mount points are missing there, so their statvfs fails.
         let root = fixtures().join("disks-basic");
-        let got = read_filesystems(&root, &strings(DEFAULT_IGNORED_FS)).unwrap();
+        let (got, remote) = read_filesystems(&root, &strings(DEFAULT_IGNORED_FS)).unwrap();
+        assert_eq!(remote.len(), 1, "the NFS mount is left to the probe");
         let [fs] = got.as_slice() else {
             panic!("one file system expected: {got:?}");
         };
@@ -432,6 +463,57 @@ mod tests {
                 disk("b3a1c2d4-e5f6-4a7b-8", "/dev/vda"),
             ]
         );
+    }
+
+    /// `tests/fixtures/disks-mapping`: one disk per bus and form, each with the `ID_SERIAL`
+    /// udev gives it (`udevadm info` on QEMU guests; the VPD pages are QEMU's, the SATA
+    /// IDENTIFY data is laid out as libata copies it on a little-endian guest).
+    #[test]
+    fn mapping_keys_are_udev_id_serials_for_each_bus() {
+        let got = read_disk_serials(&fixtures().join("disks-mapping")).unwrap();
+        let got: Vec<(&str, &str)> = got
+            .iter()
+            .map(|d| (d.device.as_str(), d.serial.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                // NVMe: the controller's serial, trimmed (as before).
+                ("/dev/nvme0n1", "S4EWNX0R123456"),
+                // virtio-scsi scsi-hd with serial=: page 0x83's vendor-specific designator.
+                ("/dev/sda", "0QEMU_QEMU_HARDDISK_6d9c1b2e-0a4f-4d3b-9"),
+                // ... with a wwn: the NAA designator wins.
+                ("/dev/sdb", "35000c500a1b2c3d4"),
+                // No page 0x83: the unit serial number page.
+                ("/dev/sdc", "SQEMU_QEMU_HARDDISK_drive-scsi0-0-0-2"),
+                // SATA (AHCI): ata_id's model_serial from the IDENTIFY data of page 0x89.
+                ("/dev/sdd", "QEMU_HARDDISK_QM00005"),
+                // ... on a kernel without vpd_pg89: INQUIRY product and page 0x80.
+                ("/dev/sde", "QEMU_HARDDISK_QM00007"),
+                // ... a model longer than the 16 characters of the INQUIRY product.
+                ("/dev/sdf", "Samsung_SSD_860_EVO_500GB_S3Z1NB0K123456A"),
+                // udev's clean-up: whitespace runs to one `_`, `/` replaced.
+                ("/dev/sdg", "0QEMU_QEMU_HARDDISK_my_disk_1"),
+                // virtio-blk: the serial itself.
+                ("/dev/vda", "b3a1c2d4-e5f6-4a7b-8"),
+            ]
+        );
+    }
+
+    #[test]
+    fn udev_clean_is_udevs_whitespace_and_character_replacement() {
+        use blockdev::udev_clean;
+        assert_eq!(
+            udev_clean(b"  QEMU    QEMU HARDDISK   x  "),
+            "QEMU_QEMU_HARDDISK_x"
+        );
+        assert_eq!(udev_clean(br"a\x2fb c/d\e"), r"a\x2fb_c_d_e");
+        assert_eq!(
+            udev_clean("d\u{e9}j\u{e0}-vu\u{fdd0}".as_bytes()),
+            "d\u{e9}j\u{e0}-vu_"
+        );
+        assert_eq!(udev_clean(b"ab\xffcd\0ignored"), "ab_cd");
+        assert_eq!(udev_clean(b" \t\n"), "");
     }
 
     #[test]

@@ -16,6 +16,9 @@ pub struct Mount {
     pub fs_type: String,
     /// Mount source (device or server path), with octal escapes decoded.
     pub source: String,
+    /// The directory of the file system mounted here: `/` for a whole file system, the
+    /// source directory for a bind mount of part of one. Escapes decoded.
+    pub root: String,
     /// The `major:minor` of the mounted device (`st_dev`; major 0 for file systems without a
     /// block device), `None` when malformed.
     pub major_minor: Option<(u32, u32)>,
@@ -45,6 +48,7 @@ fn parse_mountinfo_line(line: &str) -> Option<Mount> {
         let (major, minor) = f.split_once(':')?;
         Some((major.parse().ok()?, minor.parse().ok()?))
     });
+    let root = fields.get(3)?;
     let mount_point = fields.get(4)?;
     let fs_type = fields.get(sep + 1)?;
     let source = fields.get(sep + 2)?;
@@ -55,6 +59,7 @@ fn parse_mountinfo_line(line: &str) -> Option<Mount> {
         mount_point: unescape(mount_point),
         fs_type: unescape(fs_type),
         source: unescape(source),
+        root: unescape(root),
         major_minor,
     })
 }
@@ -101,6 +106,7 @@ pub(crate) fn mount(mount_point: &str, fs_type: &str, source: &str) -> Mount {
         mount_point: mount_point.into(),
         fs_type: fs_type.into(),
         source: source.into(),
+        root: "/".into(),
         major_minor: None,
     }
 }
@@ -130,7 +136,10 @@ mod tests {
         assert_eq!(
             parse_mountinfo(text),
             vec![
-                on(98, 0, mount("/mnt2", "ext3", "/dev/root")),
+                Mount {
+                    root: "/mnt1".into(),
+                    ..on(98, 0, mount("/mnt2", "ext3", "/dev/root"))
+                },
                 on(252, 1, mount("/", "ext4", "/dev/vda1")),
                 on(0, 21, mount("/proc", "proc", "proc")),
                 on(0, 30, mount("/srv", "xfs", "/dev/vdb")),

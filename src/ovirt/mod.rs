@@ -297,6 +297,9 @@ impl crate::link::Session for Session {
                 self.logged_off(leaders, &mut Ctx { out, svc });
                 Session::answer(out, to.id.as_deref(), "log-off", Ok(()));
             }
+            Notice::Measured { filesystems, .. } => {
+                self.disks_measured(filesystems, &mut Ctx { out, svc });
+            }
             // Asked for by QGA sessions only.
             Notice::Reply { .. } => {}
         }

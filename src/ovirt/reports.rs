@@ -25,6 +25,9 @@ pub struct Seen {
     ended: Vec<i32>,
     /// The last `applications` list, kept while the package databases are unchanged.
     apps: apps::Cache,
+    /// A disks-usage report waiting for its network and FUSE file systems: the local ones
+    /// and the disk mapping.
+    disks: Option<(Vec<disks::Filesystem>, Vec<disks::DiskSerial>)>,
 }
 
 impl Session {
@@ -215,9 +218,16 @@ impl Session {
         self.send(cx.out, messages::number_of_cpus(count), Kind::Report);
     }
 
+    /// Sends `disks-usage`: at once when no network or FUSE file system is mounted, else when
+    /// `crate::probe` measured them (`disks_measured`). A report still waiting for them
+    /// stands for this one too.
     fn send_disks_usage(&mut self, cx: &mut Ctx<'_, '_>) {
+        if self.seen.disks.is_some() {
+            log::debug!("disks-usage: the last report still waits for its measurements");
+            return;
+        }
         let cfg = &cx.svc.cfg;
-        let list = match disks::read_filesystems(&cfg.root, &cfg.ignored_fs) {
+        let (list, remote) = match disks::read_filesystems(&cfg.root, &cfg.ignored_fs) {
             Ok(l) => l,
             Err(e) => return cx.svc.health.failed("disks-usage", &e),
         };
@@ -232,6 +242,22 @@ impl Session {
             }
         };
         cx.svc.health.ok("disks-usage");
+        if remote.is_empty() {
+            self.send(cx.out, messages::disks_usage(&list, &mapping), Kind::Report);
+            return;
+        }
+        self.seen.disks = Some((list, mapping));
+        let svc = &mut *cx.svc;
+        (svc.probes).measure(self.link, remote, &svc.cfg.root, &mut svc.notices);
+    }
+
+    /// The network and FUSE file systems of the waiting `disks-usage` report were measured:
+    /// they follow the local ones.
+    pub(super) fn disks_measured(&mut self, remote: Vec<disks::Filesystem>, cx: &mut Ctx<'_, '_>) {
+        let Some((mut list, mapping)) = self.seen.disks.take() else {
+            return;
+        };
+        list.extend(remote);
         self.send(cx.out, messages::disks_usage(&list, &mapping), Kind::Report);
     }
 

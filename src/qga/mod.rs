@@ -223,7 +223,7 @@ impl crate::link::Session for Session {
         match notice {
             Notice::Done { to, result, .. } => self.complete(&to, result.map(|()| json!({})), out),
             Notice::Reply { to, result } => self.complete(&to, result, out),
-            Notice::ShuttingDown { .. } | Notice::LoggedOff { .. } => {}
+            Notice::ShuttingDown { .. } | Notice::LoggedOff { .. } | Notice::Measured { .. } => {}
         }
     }
 

@@ -87,16 +87,31 @@ impl Agent {
     /// Starts `guestd --channel unix-listen:<dir>/g.sock -d 1` plus `extra` arguments and waits
     /// for the socket to appear.
     pub fn start(dir: &Path, extra: &[&str]) -> Agent {
+        Agent::start_wrapped(dir, &[], Stdio::null(), extra)
+    }
+
+    /// Like `start`, with guestd run by `wrapper` (a program and its arguments, guestd's
+    /// path and arguments appended: `unshare`, a shell script ending in `exec "$@"`), whose
+    /// stdin is `stdin`.
+    pub fn start_wrapped(dir: &Path, wrapper: &[&str], stdin: Stdio, extra: &[&str]) -> Agent {
         let sock = dir.join("g.sock");
         let log = dir.join("guestd.log");
-        let child = Command::new(guestd_bin())
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(guestd_bin());
+                c
+            }
+            None => Command::new(guestd_bin()),
+        };
+        let child = cmd
             .arg("--config")
             .arg("/dev/null")
             .arg(format!("--channel=unix-listen:{}", sock.display()))
             .args(["-d", "1", "--log-level", "debug"])
             .args(isolation(dir))
             .args(extra)
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
