@@ -23,8 +23,12 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// An agent whose oVirt host takes the key-value messages unasked (these tests are about
+/// their delivery; `ovirt-kv-messages = auto` is tested in tests/agent.rs).
 fn start(dir: &Path, extra: &[&str]) -> Agent {
-    let agent = Agent::start(dir, extra);
+    let mut args = vec!["--ovirt-kv-messages=yes"];
+    args.extend_from_slice(extra);
+    let agent = Agent::start(dir, &args);
     common::wait_for_control(dir);
     agent
 }

@@ -10,6 +10,7 @@
 pub mod apps;
 pub mod blockdev;
 pub mod calendar;
+pub mod containers;
 pub mod cpus;
 pub mod disks;
 mod health;

@@ -11,11 +11,27 @@ use super::wire::Command;
 use super::{Ctx, Session};
 use crate::hooks::{self, Job};
 use crate::kv::{Entry, Origin, Record};
+use crate::link::Outbound;
 use crate::services::{Followup, Lane, Services};
 
 /// Outbox messages are queued for the host while its queue holds less than this: half the
 /// high-water mark, so a backlog never stops the link from reading the host's commands.
 const OUTBOX_WINDOW: usize = crate::proto::queue::HIGH_WATER / 2;
+
+/// Whether `name` is one of the host's key-value commands: a host that sends one speaks
+/// guestd's extension.
+pub fn is_kv_command(name: &str) -> bool {
+    matches!(
+        name,
+        "set-param" | "delete-param" | "delete-params" | "get-param" | "list-params"
+    )
+}
+
+/// Whether `record` becomes one of guestd's extension messages, which the reference protocol
+/// does not have (`session-lock` and `session-unlock` are the reference's own).
+pub fn is_extension(record: &Record) -> bool {
+    !matches!(record, Record::SessionLock | Record::SessionUnlock)
+}
 
 /// A string argument of `cmd`.
 fn arg<'a>(cmd: &'a Command, k: &str) -> Result<&'a str, String> {
@@ -34,7 +50,7 @@ fn run(
 ) {
     let result = f(s, cmd, cx);
     match super::reply_id(cmd) {
-        Some(id) => Session::answer(cx.out, Some(&id), &cmd.name, result),
+        Some(id) => s.answer(cx, Some(&id), &cmd.name, result),
         // Without a reply_id only a refusal is worth a log line.
         None => {
             if let Err(e) = result {
@@ -123,22 +139,44 @@ pub(super) fn list_params(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) 
 
 impl Session {
     /// Queues outbox messages not yet queued for this host, in order, while there is room.
+    /// Extension records wait while the host does not take them (`kv_messages`), and go out,
+    /// oldest first, once it does; the reference protocol's records are not held behind them.
     pub(super) fn pump_outbox(&mut self, cx: &mut Ctx<'_, '_>) {
         if !cx.out.is_attached() {
             return;
         }
+        let ext = self.kv_messages(&cx.svc.cfg);
         let Some(store) = cx.svc.store.get() else {
             return;
         };
         let outbox = store.outbox();
+        let room = |out: &Outbound<'_>| out.len_bytes() < OUTBOX_WINDOW;
+        if let Some(held) = self.held_from.filter(|_| ext) {
+            let from = outbox.partition_point(|p| p.seq < held);
+            let upto = outbox.partition_point(|p| p.seq <= self.queued_upto);
+            for p in outbox[from..upto]
+                .iter()
+                .filter(|p| is_extension(&p.record))
+            {
+                if !room(cx.out)
+                    || !cx
+                        .out
+                        .push_durable(p.seq, record_message(&p.record).encode())
+                {
+                    self.held_from = Some(p.seq);
+                    return;
+                }
+            }
+            self.held_from = None;
+        }
         let from = outbox.partition_point(|p| p.seq <= self.queued_upto);
         for p in &outbox[from..] {
-            if cx.out.len_bytes() >= OUTBOX_WINDOW {
-                break;
-            }
-            if !cx
-                .out
-                .push_durable(p.seq, record_message(&p.record).encode())
+            if !ext && is_extension(&p.record) {
+                self.held_from.get_or_insert(p.seq);
+            } else if !room(cx.out)
+                || !cx
+                    .out
+                    .push_durable(p.seq, record_message(&p.record).encode())
             {
                 break;
             }
