@@ -60,9 +60,12 @@ fn run(
     }
 }
 
+/// `set-param {key, value}`; `secret: true` marks the value secret (guestd's own flag: the
+/// reference protocols have none), as keys `kv::is_secret_key` names are anyway.
 pub(super) fn set_param(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) {
     run(s, cmd, cx, |_, cmd, cx| {
-        host_set_param(cx.svc, arg(cmd, "key")?, arg(cmd, "value")?)
+        let secret = cmd.args.get("secret") == Some(&Value::Bool(true));
+        host_set_param_marked(cx.svc, arg(cmd, "key")?, arg(cmd, "value")?, secret)
     });
 }
 
@@ -81,13 +84,33 @@ pub(super) fn delete_params(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>
 /// and the `param` hooks queued. Refused before anything is stored when the hook lane is
 /// full, so the hooks run for every value set.
 pub fn host_set_param(svc: &mut Services, key: &str, value: &str) -> Result<(), String> {
+    host_set_param_marked(svc, key, value, false)
+}
+
+/// `host_set_param`, the value marked secret when `secret`. A secret (marked, or a
+/// `kv::is_secret_key` key) is deleted from the store once the `param` hooks have all
+/// succeeded with it, or once the guest has read it (`-g`, `-l`, `-s`), whichever is first.
+pub fn host_set_param_marked(
+    svc: &mut Services,
+    key: &str,
+    value: &str,
+    secret: bool,
+) -> Result<(), String> {
     if !svc.has_room(Lane::Normal) {
         return Err(hooks::REFUSED.into());
     }
     let store = svc.store.store_mut()?;
     store
-        .set(key, value, Origin::Host, true, None)
+        .set_marked(key, value, Origin::Host, true, None, secret)
         .map_err(|e| e.to_string())?;
+    let then = if store.is_secret(key) {
+        Followup::SecretApplied {
+            key: key.to_owned(),
+            value_hash: crate::kv::value_hash(value),
+        }
+    } else {
+        Followup::Nothing
+    };
     // The host's value wins over guest news about the key not yet delivered.
     store.forget_pending(Some(key)).map_err(|e| e.to_string())?;
     log::info!("host set param '{key}'");
@@ -100,7 +123,7 @@ pub fn host_set_param(svc: &mut Services, key: &str, value: &str) -> Result<(), 
         timeout: svc.cfg.hook_timeout,
         ends: None,
     };
-    svc.submit(Lane::Normal, job, Followup::Nothing);
+    svc.submit(Lane::Normal, job, then);
     Ok(())
 }
 
