@@ -20,6 +20,19 @@ pub enum LogTarget {
     Syslog,
 }
 
+/// When guestd's key-value extension messages (`param`, `param-deleted`, `params-deleted`,
+/// `event`) go to an oVirt host unasked (`ovirt-kv-messages`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OvirtKv {
+    /// Once the host has sent a key-value command on its connection: VDSM never does, and
+    /// logs `Unknown message type` for each such message.
+    Auto,
+    /// Always.
+    Yes,
+    /// Never; they stay in the store's outbox (QGA's message commands can take them).
+    No,
+}
+
 /// Everything the agent's behaviour depends on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -29,6 +42,8 @@ pub struct Config {
     pub ovirt: bool,
     /// Whether the QEMU guest-agent protocol is served.
     pub qga: bool,
+    /// When key-value extension messages go to an oVirt host unasked.
+    pub ovirt_kv: OvirtKv,
     /// The QGA channel; `None` serves `org.qemu.guest_agent.0` when that port exists.
     pub qga_channel: Option<ChannelSpec>,
     /// QGA commands refused (`--block-rpcs`); wins over the allow list.
@@ -84,6 +99,7 @@ impl Default for Config {
             channel: ChannelSpec::default(),
             ovirt: true,
             qga: true,
+            ovirt_kv: OvirtKv::Auto,
             qga_channel: None,
             block_rpcs: Vec::new(),
             allow_rpcs: None,
@@ -142,6 +158,11 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "qga",
         "yes|no: serve the QEMU guest-agent protocol (default yes)",
+    ),
+    (
+        "ovirt-kv-messages",
+        "auto|yes|no: send key-value messages (param, event, ...) to an oVirt host unasked: \
+         once it has sent a key-value command (auto, the default), always, or never",
     ),
     (
         "block-rpcs",
@@ -282,6 +303,18 @@ impl Config {
             "qga-channel" => self.qga_channel = Some(value.parse().map_err(BadSetting)?),
             "ovirt" => self.ovirt = yes_no(key, value)?,
             "qga" => self.qga = yes_no(key, value)?,
+            "ovirt-kv-messages" => {
+                self.ovirt_kv = match value {
+                    "auto" => OvirtKv::Auto,
+                    "yes" => OvirtKv::Yes,
+                    "no" => OvirtKv::No,
+                    _ => {
+                        return Err(BadSetting(format!(
+                            "{key} must be auto, yes or no, not '{value}'"
+                        )));
+                    }
+                }
+            }
             "block-rpcs" => self.block_rpcs.extend(words(value)),
             "allow-rpcs" => self
                 .allow_rpcs

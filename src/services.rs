@@ -33,6 +33,9 @@ pub struct Requester {
 pub enum Followup {
     /// Nothing (param hooks).
     Nothing,
+    /// The param hooks for a secret ran: when every one succeeded, the secret was applied and
+    /// is deleted from the store, if it still holds the value (its `kv::value_hash`) applied.
+    SecretApplied { key: String, value_hash: u64 },
     /// Answer the requester. `need_hook`: no executable at all means the action could not be
     /// done (a guest without a desktop has nothing to lock, for example).
     Complete {
@@ -241,7 +244,9 @@ impl Services {
                     self.power
                         .command_done(Err(refusal), &mut self.hooks, &mut self.notices)
                 }
-                Followup::Nothing => log::warn!("hook job refused: {refusal}"),
+                Followup::Nothing | Followup::SecretApplied { .. } => {
+                    log::warn!("hook job refused: {refusal}")
+                }
                 Followup::FreezeHooks { to, mountpoints } => {
                     freeze::after_freeze_hooks(self, to, mountpoints, Err(refusal))
                 }
@@ -273,6 +278,20 @@ impl Services {
     fn followup(&mut self, then: Followup, label: &str, outcomes: &[Outcome]) {
         match then {
             Followup::Nothing => {}
+            Followup::SecretApplied { key, value_hash } => {
+                if outcomes.is_empty() || !outcomes.iter().all(Outcome::ok) {
+                    return;
+                }
+                let done = (self.store.store_mut()).and_then(|s| {
+                    s.consume_secrets(&[&key], Some(value_hash))
+                        .map_err(|e| e.to_string())
+                });
+                match done {
+                    Ok(0) => {}
+                    Ok(_) => log::info!("secret param '{key}' applied by its hooks: deleted"),
+                    Err(e) => log::error!("deleting the applied secret param '{key}': {e}"),
+                }
+            }
             Followup::Complete {
                 to,
                 action,

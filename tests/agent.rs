@@ -23,6 +23,9 @@ fn agent_with_root(tag: &str, extra: &[&str]) -> (Dir, Agent) {
     (dir, agent)
 }
 
+/// The reference's start-up burst at API version 0 (containers, timezone and os-info need
+/// more), then disks-usage, which the reference sends only after 300 s (number-of-cpus, due
+/// after 60 s there, needs version 1: it comes with the negotiated burst).
 const STARTUP_BURST: &[&str] = &[
     "session-startup",
     "host-name",
@@ -31,7 +34,24 @@ const STARTUP_BURST: &[&str] = &[
     "active-user",
     "applications",
     "fqdn",
+    "disks-usage",
 ];
+
+/// An agent over agent-root with the fixture tree `overlay` laid over it; `replace` is a
+/// directory of agent-root removed first.
+fn agent_with_overlay(tag: &str, overlay: &str, replace: &str, extra: &[&str]) -> (Dir, Agent) {
+    let dir = Dir::new(tag);
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    copy_tree(&fixture("agent-root"), &root);
+    let _ = std::fs::remove_dir_all(root.join(replace));
+    copy_tree(&fixture(overlay), &root);
+    let root_arg = format!("--root={}", root.display());
+    let mut args = vec![root_arg.as_str()];
+    args.extend_from_slice(extra);
+    let agent = Agent::start(dir.path(), &args);
+    (dir, agent)
+}
 
 #[test]
 fn startup_burst_arrives_at_once_in_reference_order_with_exact_facts() {
@@ -53,12 +73,9 @@ fn startup_burst_arrives_at_once_in_reference_order_with_exact_facts() {
     let eth0 = ifaces.iter().find(|i| i["name"] == "eth0").unwrap();
     assert_eq!(eth0["hw"], "52:54:00:ab:cd:ef");
     assert!(eth0["inet"].is_array() && eth0["inet6"].is_array());
-    let wg0 = ifaces.iter().find(|i| i["name"] == "wg0").unwrap();
-    assert_eq!(wg0["hw"], "", "all-zero MAC reported as empty");
-    assert!(
-        ifaces.iter().all(|i| i["name"] != "lo"),
-        "lo is ignored by default"
-    );
+    // wg0 is down; lo is loopback.
+    let listed: Vec<&Value> = ifaces.iter().map(|i| &i["name"]).collect();
+    assert_eq!(listed, ["eth0"]);
     assert_eq!(
         burst[4],
         json!({"__name__": "active-user", "name": "alice"})
@@ -639,4 +656,231 @@ fn debug_2_writes_syslog_records_to_the_socket_and_falls_back_to_stderr() {
         err.contains("ERROR") && err.contains("/nonexistent/dir/guestd.pid"),
         "{err}"
     );
+}
+
+#[test]
+fn network_interfaces_are_those_up_and_not_loopback_with_the_references_hw() {
+    let (_dir, agent) = agent_with_overlay("net", "net-ovirt", "sys/class/net", &[]);
+    let mut peer = agent.connect();
+    let (msg, _) = peer.until("network-interfaces", 5 * SEC);
+    // Addresses come from getifaddrs(3) of the machine running the test: only their shape.
+    let got: Vec<(&Value, &Value)> = msg["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .inspect(|i| assert!(i["inet"].is_array() && i["inet6"].is_array(), "{i}"))
+        .map(|i| (&i["name"], &i["hw"]))
+        .collect();
+    // Left out: eth1 (down), tun1 (no flags: down), lo (loopback), docker0 (ignored-nics).
+    assert_eq!(
+        got,
+        [
+            (&json!("eth0"), &json!("52:54:00:12:34:56")),
+            // The first six bytes of a 20-byte InfiniBand address.
+            (&json!("ib0"), &json!("80:00:02:08:fe:80")),
+            // No MAC: zeros, as python-ethtool gets them from SIOCGIFHWADDR.
+            (&json!("wg0"), &json!("00:00:00:00:00:00")),
+        ]
+    );
+    // ignored-nics replaces the default list.
+    drop(peer);
+    drop(agent);
+    let (_dir, agent) = agent_with_overlay(
+        "net2",
+        "net-ovirt",
+        "sys/class/net",
+        &["--ignored-nics=wg0"],
+    );
+    let (msg, _) = agent.connect().until("network-interfaces", 5 * SEC);
+    let listed: Vec<&Value> = msg["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| &i["name"])
+        .collect();
+    assert_eq!(listed, ["docker0", "eth0", "ib0"]);
+}
+
+#[test]
+fn negotiation_with_a_string_version_brings_cpus_and_containers_in_the_burst() {
+    let (_dir, agent) = agent_with_overlay("containers", "containers", "var/lib/docker", &[]);
+    let mut peer = agent.connect();
+    let mut burst = Vec::new();
+    for _ in STARTUP_BURST {
+        burst.push(peer.next(SEC).expect("burst message"));
+    }
+    assert_eq!(names(&burst), STARTUP_BURST);
+    assert!(burst[7]["disks"].is_array() && burst[7]["mapping"].is_object());
+    // The reference reads the version with Python's int(): "3" is 3.
+    peer.send(r#"{"__name__": "api-version", "apiVersion": "3"}"#);
+    let (cpus, seen) = peer.until("number-of-cpus", 5 * SEC);
+    assert!(cpus["count"].as_i64().unwrap() >= 1, "{cpus}");
+    let refresh: Vec<String> = names(&seen)
+        .into_iter()
+        .skip_while(|n| n != "session-startup")
+        .filter(|n| n != "heartbeat")
+        .collect();
+    assert_eq!(
+        refresh,
+        [
+            "session-startup",
+            "active-user",
+            "applications",
+            "containers",
+            "host-name",
+            "os-version",
+            "network-interfaces",
+            "disks-usage",
+            "fqdn",
+            "timezone",
+            "os-info"
+        ]
+    );
+    let containers = seen.iter().find(|m| m["__name__"] == "containers").unwrap();
+    let list = containers["list"].as_array().unwrap();
+    assert_eq!(list.len(), 5, "{containers}");
+    let web = list.iter().find(|c| c["names"] == json!(["/web"])).unwrap();
+    assert_eq!(web["image"], "nginx:latest");
+    assert_eq!(
+        web["command"],
+        "/docker-entrypoint.sh nginx -g 'daemon off;'"
+    );
+    assert!(web["id"].as_str().unwrap().starts_with("d0c4e1"));
+    // Worded against the real clock: started in 2024, so up for years.
+    assert!(web["status"].as_str().unwrap().starts_with("Up "), "{web}");
+    let db = list.iter().find(|c| c["names"] == json!(["/db"])).unwrap();
+    assert_eq!(db["status"], "Up");
+    assert_eq!(db["image"], "docker.io/library/postgres:16");
+    let keys: Vec<&String> = web.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["command", "id", "image", "names", "status"]);
+    // A version that is not a number changes nothing.
+    peer.send(r#"{"__name__": "api-version", "apiVersion": "three"}"#);
+    peer.send(r#"{"__name__": "echo"}"#);
+    let (_, seen) = peer.until("echo", 5 * SEC);
+    assert!(!names(&seen).contains(&"session-startup".to_owned()));
+    assert!(agent.log_text().contains("apiVersion is not an integer"));
+}
+
+#[test]
+fn containers_is_an_empty_list_without_an_engine_and_waits_for_api_3() {
+    let (_dir, agent) = agent_with_root("nocontainers", &[]);
+    let mut peer = agent.connect();
+    peer.send(r#"{"__name__": "refresh", "apiVersion": 3}"#);
+    peer.send(r#"{"__name__": "echo"}"#);
+    let (_, seen) = peer.until("echo", 5 * SEC);
+    assert!(!names(&seen).contains(&"containers".to_owned()), "{seen:?}");
+    peer.send(r#"{"__name__": "api-version", "apiVersion": 3}"#);
+    let (c, _) = peer.until("containers", 5 * SEC);
+    assert_eq!(c, json!({"__name__": "containers", "list": []}));
+}
+
+#[test]
+fn completion_needs_api_3_and_an_unknown_lifecycle_event_is_done() {
+    let (_dir, agent) = agent_with_root("completion", &[]);
+    let mut peer = agent.connect();
+    peer.until("fqdn", 5 * SEC);
+    // Version 0: the reference drops completion; the outcome goes to the log only.
+    peer.send(r#"{"__name__": "lifecycle-event", "type": "before_migration", "reply_id": "a"}"#);
+    peer.send(r#"{"__name__": "echo"}"#);
+    let (_, seen) = peer.until("echo", 5 * SEC);
+    assert!(!names(&seen).contains(&"completion".to_owned()), "{seen:?}");
+    peer.send(r#"{"__name__": "api-version", "apiVersion": 3}"#);
+    peer.send(r#"{"__name__": "lifecycle-event", "type": "before_migration", "reply_id": "b"}"#);
+    let (c, _) = peer.until("completion", 5 * SEC);
+    assert_eq!(
+        c,
+        json!({"__name__": "completion", "reply_id": "b", "done": true})
+    );
+    // A type the reference has no hook for: nothing runs, and it is done.
+    peer.send(r#"{"__name__": "lifecycle-event", "type": "before_teleport", "reply_id": "c"}"#);
+    let (c, _) = peer.until("completion", 5 * SEC);
+    assert_eq!(
+        c,
+        json!({"__name__": "completion", "reply_id": "c", "done": true})
+    );
+    assert!(
+        agent
+            .log_text()
+            .contains("no completion for before_migration")
+    );
+}
+
+/// Reads until `echo` after sending one, returning what came before it.
+fn drain(peer: &mut common::Peer) -> Vec<Value> {
+    peer.send(r#"{"__name__": "echo"}"#);
+    peer.until("echo", 5 * SEC).1
+}
+
+fn cli_ok(dir: &std::path::Path, args: &[&str]) {
+    let o = common::cli(dir, args);
+    assert!(o.status.success(), "{o:?}");
+}
+
+#[test]
+fn key_value_messages_wait_for_a_host_that_speaks_them() {
+    let (dir, agent) = agent_with_root("kvauto", &[]);
+    common::wait_for_control(dir.path());
+    let mut peer = agent.connect();
+    peer.until("fqdn", 5 * SEC);
+    cli_ok(dir.path(), &["-p", "k=v"]);
+    cli_ok(dir.path(), &["-e", "ready"]);
+    // The reference's own session-lock is not held behind them.
+    cli_ok(dir.path(), &["-e", "session-lock"]);
+    let (_, seen) = peer.until("session-lock", 5 * SEC);
+    let seen = [seen, drain(&mut peer)].concat();
+    for held in ["param", "event"] {
+        assert!(!names(&seen).contains(&held.to_owned()), "{seen:?}");
+    }
+    // A host without the extension (VDSM) never gets them, however long it stays.
+    drop(peer);
+    let mut peer = agent.connect();
+    peer.until("fqdn", 5 * SEC);
+    let seen = drain(&mut peer);
+    assert!(!names(&seen).contains(&"param".to_owned()), "{seen:?}");
+    // Once the host sends a key-value command, the held messages follow its answer, in order.
+    peer.send(r#"{"__name__": "list-params"}"#);
+    let (params, _) = peer.until("params", 5 * SEC);
+    assert_eq!(params["params"][0]["key"], "k");
+    let (p, _) = peer.until("param", 5 * SEC);
+    assert_eq!(
+        p,
+        json!({"__name__": "param", "key": "k", "value": "v", "origin": "guest"})
+    );
+    assert_eq!(peer.until("event", 5 * SEC).0["name"], "ready");
+    // Later news goes at once to this host.
+    cli_ok(dir.path(), &["-e", "later"]);
+    assert_eq!(peer.until("event", 5 * SEC).0["name"], "later");
+}
+
+#[test]
+fn ovirt_kv_messages_yes_sends_at_once_and_no_never() {
+    let (dir, agent) = agent_with_root("kvyes", &["--ovirt-kv-messages=yes"]);
+    common::wait_for_control(dir.path());
+    let mut peer = agent.connect();
+    peer.until("fqdn", 5 * SEC);
+    cli_ok(dir.path(), &["-p", "k=v"]);
+    assert_eq!(peer.until("param", 5 * SEC).0["key"], "k");
+    drop(peer);
+    drop(agent);
+
+    let (dir, agent) = agent_with_root("kvno", &["--ovirt-kv-messages=no"]);
+    common::wait_for_control(dir.path());
+    let mut peer = agent.connect();
+    peer.until("fqdn", 5 * SEC);
+    cli_ok(dir.path(), &["-p", "k=v"]);
+    // Even a host that asks for params gets only its answers, not the outbox.
+    peer.send(r#"{"__name__": "get-param", "key": "k", "reply_id": "g"}"#);
+    let (got, _) = peer.until("param", 5 * SEC);
+    assert_eq!(got["origin"], "guest");
+    let (c, _) = peer.until("completion", 5 * SEC);
+    assert_eq!(
+        c["done"], true,
+        "a key-value host takes completions at any version"
+    );
+    let seen = drain(&mut peer);
+    assert!(!names(&seen).contains(&"param".to_owned()), "{seen:?}");
+    // Still in the outbox, nothing lost.
+    let store = std::fs::read_to_string(dir.path().join("state/params")).unwrap();
+    let doc: Value = serde_json::from_str(&store).unwrap();
+    assert_eq!(doc["outbox"].as_array().unwrap().len(), 1, "{doc}");
 }

@@ -23,8 +23,12 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// An agent whose oVirt host takes the key-value messages unasked (these tests are about
+/// their delivery; `ovirt-kv-messages = auto` is tested in tests/agent.rs).
 fn start(dir: &Path, extra: &[&str]) -> Agent {
-    let agent = Agent::start(dir, extra);
+    let mut args = vec!["--ovirt-kv-messages=yes"];
+    args.extend_from_slice(extra);
+    let agent = Agent::start(dir, &args);
     common::wait_for_control(dir);
     agent
 }
@@ -572,4 +576,100 @@ fn the_control_socket_admits_root_and_the_control_group_only() {
     let o = as_nobody(&["-p", "k=v"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&cli(d, &["-l"])), "{\"k\":\"v\"}\n");
+}
+
+/// The store file on disk, as text.
+fn store_text(d: &Path) -> String {
+    std::fs::read_to_string(d.join("state/params")).unwrap_or_default()
+}
+
+/// Waits until the agent's log has `text`.
+fn wait_log(agent: &Agent, text: &str) {
+    let deadline = Instant::now() + 5 * SEC;
+    while !agent.log_text().contains(text) {
+        assert!(
+            Instant::now() < deadline,
+            "no '{text}': {}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_root_password_is_deleted_from_the_store_once_the_guest_read_it() {
+    let dir = Dir::new("secret-read");
+    let d = dir.path();
+    let agent = start(d, &[]);
+    let mut peer = agent.connect();
+    let secret = "Tr0ub4dor&3-root";
+    let key = "com.oracle.linux.root-password";
+    peer.send(
+        &json!({"__name__": "set-param", "key": key, "value": secret, "reply_id": "p"}).to_string(),
+    );
+    peer.send(&json!({"__name__": "set-param", "key": "com.oracle.linux.network.hostname", "value": "vm7", "reply_id": "h"}).to_string());
+    peer.until_where("completion", |c| c["reply_id"] == "h", 5 * SEC);
+    // No param hook applied it: it waits on disk for the first-boot configuration to read.
+    assert!(store_text(d).contains(secret));
+    let o = cli(d, &["-g", key]);
+    assert_eq!(stdout(&o), format!("{secret}\n"));
+    // Read once: gone from the store file, and from the store.
+    assert!(!store_text(d).contains(secret), "{}", store_text(d));
+    assert!(!store_text(d).contains(key));
+    let again = cli(d, &["-g", key]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("no param"), "{}", stderr(&again));
+    // Other params stay.
+    assert_eq!(
+        stdout(&cli(d, &["-g", "com.oracle.linux.network.hostname"])),
+        "vm7\n"
+    );
+    // The same through `-l` (ovmd -l | ovm-template-config --stdin), with no agent running.
+    peer.send(
+        &json!({"__name__": "set-param", "key": key, "value": secret, "reply_id": "q"}).to_string(),
+    );
+    peer.until_where("completion", |c| c["reply_id"] == "q", 5 * SEC);
+    let log = agent.log_text();
+    drop(peer);
+    drop(agent);
+    let listed = stdout(&cli(d, &["-l"]));
+    assert!(listed.contains(secret), "{listed}");
+    assert!(!store_text(d).contains(secret), "{}", store_text(d));
+    assert!(!log.contains(secret), "the secret reached the log: {log}");
+}
+
+#[test]
+fn a_secret_the_param_hooks_applied_is_deleted_and_a_failed_one_kept() {
+    let dir = Dir::new("secret-hook");
+    let d = dir.path();
+    // The hook applies values it is given, and fails for the key "bad".
+    hook(d, "param/10-apply", "cat > /dev/null; [ \"$1\" != bad ]");
+    let agent = start(d, &[]);
+    let mut peer = agent.connect();
+    let secret = "marked-by-the-host-7";
+    for (id, key) in [("a", "db.token"), ("b", "bad")] {
+        let cmd = json!({"__name__": "set-param", "key": key, "value": secret, "secret": true, "reply_id": id});
+        peer.send(&cmd.to_string());
+        peer.until_where("completion", |c| c["reply_id"] == id, 5 * SEC);
+    }
+    wait_log(&agent, "param/10-apply: exit status 1");
+    wait_log(
+        &agent,
+        "secret param 'db.token' applied by its hooks: deleted",
+    );
+    let text = store_text(d);
+    // db.token is gone; bad keeps its value (once) until the guest reads it.
+    assert!(!text.contains("db.token"), "{text}");
+    assert_eq!(text.matches(secret).count(), 1, "{text}");
+    assert_eq!(stdout(&cli(d, &["-g", "bad"])), format!("{secret}\n"));
+    assert!(!store_text(d).contains(secret));
+    // Without the mark, an ordinary key is kept.
+    peer.send(
+        r#"{"__name__": "set-param", "key": "plain", "value": "kept-value", "reply_id": "c"}"#,
+    );
+    peer.until_where("completion", |c| c["reply_id"] == "c", 5 * SEC);
+    assert_eq!(stdout(&cli(d, &["-g", "plain"])), "kept-value\n");
+    assert_eq!(stdout(&cli(d, &["-g", "plain"])), "kept-value\n");
+    let log = agent.log_text();
+    assert!(!log.contains(secret), "the secret reached the log: {log}");
 }

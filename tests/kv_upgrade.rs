@@ -47,7 +47,7 @@ fn a_version_one_store_is_upgraded_and_delivered() {
         "{err}"
     );
 
-    let agent = Agent::start(d, &[]);
+    let agent = Agent::start(d, &["--ovirt-kv-messages=yes"]);
     let mut peer = agent.connect();
     let mut raw = Vec::new();
     let (param, _) = peer.until("param", 5 * SEC);

@@ -138,7 +138,9 @@ fn immediate_refusals_keep_their_place_among_the_replies() {
     peer.until("session-startup", 10 * SEC);
     let off = |id: &str| format!(r#"{{"__name__": "log-off", "reply_id": "{id}"}}"#);
     let echo = r#"{"__name__": "echo", "n": 1}"#;
-    peer.send_raw(format!("{}\n{}\n{echo}\n", off("L1"), off("L2")).as_bytes());
+    // Completions need API version 3.
+    let v3 = r#"{"__name__": "api-version", "apiVersion": 3}"#;
+    peer.send_raw(format!("{v3}\n{}\n{}\n{echo}\n", off("L1"), off("L2")).as_bytes());
     let (_, before) = peer.until("echo", 10 * SEC);
     let answered: Vec<_> = before
         .iter()

@@ -255,6 +255,9 @@ fn guest_messages_reach_a_qga_host_once_acknowledged() {
     // An oVirt host attaching now gets none of what the QGA host took: the first message it
     // sees is the next one queued.
     let mut ovirt = agent.connect();
+    // A key-value command: this oVirt host takes the key-value messages.
+    ovirt.send(r#"{"__name__": "list-params"}"#);
+    ovirt.until("params", 10 * SEC);
     ok_cli(d, &["-e", "after"]);
     let (ev, before) = ovirt.until("event", 10 * SEC);
     assert_eq!(ev["name"], "after");

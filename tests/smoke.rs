@@ -159,6 +159,8 @@ fn qemu_guest_end_to_end() {
     let mut vm = boot(dir.path(), &sock, &qga_sock);
     let mut peer = connect(&sock, t0 + 20 * SEC);
     peer.send(r#"{"__name__": "refresh", "apiVersion": 3}"#);
+    // A key-value command: this host speaks guestd's extension, so the params come unasked.
+    peer.send(r#"{"__name__": "list-params"}"#);
 
     // The burst, within 20 s of QEMU start.
     let (fqdn, burst) = peer.until("fqdn", (20 * SEC).saturating_sub(t0.elapsed()));
@@ -303,6 +305,7 @@ fn qemu_guest_end_to_end() {
     // The agent sends its burst again without being asked.
     let first = peer.next(5 * SEC).expect("burst after reattach");
     assert_eq!(first["__name__"], "session-startup");
+    peer.send(r#"{"__name__": "list-params"}"#);
     let ctxt: u64 = param(&mut peer, "smoke.ctxt", 10 * SEC).parse().unwrap();
     eprintln!(
         "smoke: voluntary context switches over 6 s detached: {ctxt} (host away {:.1} s)",
@@ -322,6 +325,8 @@ fn qemu_guest_end_to_end() {
     peer.until("session-shutdown", 10 * SEC);
     // The rebooted guest's agent finds the host still connected and sends its burst.
     let (_, _) = peer.until("session-startup", 40 * SEC);
+    // The new agent knows nothing of this host yet: say again that it speaks key-value.
+    peer.send(r#"{"__name__": "list-params"}"#);
     let (_, seen) = peer.until("fqdn", 5 * SEC);
     let boot2 = boot_id(&mut peer, &seen);
     assert_ne!(boot2, boot1, "the guest did not reboot");

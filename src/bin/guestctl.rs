@@ -355,6 +355,9 @@ fn request(
     answers: &[&str],
 ) -> Result<Vec<Value>, String> {
     let mut link = Link::connect(&opts.socket, deadline)?;
+    // Completions need API version 3 (key-value commands get them at any version): say the
+    // host speaks 3, as VDSM does before it asks for one.
+    link.send("api-version", json!({"apiVersion": 3}))?;
     let id = reply_id();
     let mut args = args;
     if let Value::Object(m) = &mut args {
@@ -478,8 +481,6 @@ fn action(opts: &Opts) -> Result<(), String> {
             let n: u32 = one_arg(opts, "COUNT")?
                 .parse()
                 .map_err(|_| "set-cpus needs a positive COUNT".to_owned())?;
-            // number-of-cpus needs API version 1: say the host speaks 3, as VDSM would.
-            Link::connect(&opts.socket, deadline)?.send("api-version", json!({"apiVersion": 3}))?;
             let got = request(
                 opts,
                 deadline,

@@ -72,26 +72,39 @@ mod tests {
     use super::*;
     use crate::facts::fixtures;
 
-    const NAMES: &[&str] = &["ovirt-guest-agent.0", "com.redhat.rhevm.vdsm"];
+    const NAMES: &[&str] = crate::ovirt::PORT_NAMES;
 
     #[test]
     fn finds_port_through_sysfs_without_udev() {
         let root = fixtures().join("ports-sysfs");
-        assert_eq!(find_port(&root, NAMES), Some(root.join("dev/vport1p2")));
+        // Both oVirt names exist: the legacy one wins, as in the reference agent.
+        assert_eq!(find_port(&root, NAMES), Some(root.join("dev/vport1p3")));
         assert_eq!(
-            find_port(&root, &["com.redhat.rhevm.vdsm"]),
-            Some(root.join("dev/vport1p3"))
+            find_port(&root, &["ovirt-guest-agent.0"]),
+            Some(root.join("dev/vport1p2"))
         );
         assert_eq!(find_port(&root, &["absent.0"]), None);
     }
 
     #[test]
-    fn prefers_udev_link_and_the_first_name() {
+    fn prefers_the_legacy_ovirt_port_when_both_exist() {
         let root = fixtures().join("ports-udev");
+        assert_eq!(
+            find_port(&root, NAMES),
+            Some(root.join("dev/virtio-ports/com.redhat.rhevm.vdsm"))
+        );
+        assert_eq!(find_port(&fixtures().join("no-such-root"), NAMES), None);
+    }
+
+    #[test]
+    fn falls_back_to_the_current_ovirt_name_without_the_legacy_port() {
+        let root = fixtures().join("ports-new-only");
         assert_eq!(
             find_port(&root, NAMES),
             Some(root.join("dev/virtio-ports/ovirt-guest-agent.0"))
         );
-        assert_eq!(find_port(&fixtures().join("no-such-root"), NAMES), None);
+        // Without udev links the sysfs name decides the same way.
+        let root = fixtures().join("ports-sysfs-legacy-only");
+        assert_eq!(find_port(&root, NAMES), Some(root.join("dev/vport2p1")));
     }
 }

@@ -11,6 +11,7 @@ pub mod apps;
 pub mod bdb;
 pub mod blockdev;
 pub mod calendar;
+pub mod containers;
 pub mod cpus;
 pub mod disks;
 mod health;

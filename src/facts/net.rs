@@ -140,6 +140,15 @@ pub fn attach_addresses(
     out
 }
 
+/// The interfaces the oVirt reference agent reports (python-ethtool, §6.2): those that are up
+/// and not loopback, minus those named in `ignored`, in the order given.
+pub fn up_non_loopback(ifaces: Vec<Interface>, ignored: &[String]) -> Vec<Interface> {
+    ifaces
+        .into_iter()
+        .filter(|i| i.up && !i.loopback && !ignored.contains(&i.name))
+        .collect()
+}
+
 /// Traffic counters of one interface, from `/proc/net/dev`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NetDevStats {
@@ -329,6 +338,18 @@ mod tests {
                 iface("wg0", None, false, false),
             ]
         );
+    }
+
+    #[test]
+    fn only_interfaces_that_are_up_and_not_loopback_and_not_ignored_are_reported() {
+        let all = read_interfaces(&fixtures().join("net-ovirt")).unwrap();
+        let names = |l: &[Interface]| l.iter().map(|i| i.name.clone()).collect::<Vec<_>>();
+        // eth1 is down (0x1002), tun1 has no flags file, lo is loopback.
+        let got = up_non_loopback(all.clone(), &["docker0".to_string()]);
+        assert_eq!(names(&got), ["eth0", "ib0", "wg0"]);
+        assert_eq!(got[2].mac, None, "wg0 has no MAC");
+        let got = up_non_loopback(all, &[]);
+        assert_eq!(names(&got), ["docker0", "eth0", "ib0", "wg0"]);
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! `{"version":2,"next_seq":N,"params":[{"key","value","origin","time","sent"}...],
 //! "outbox":[{"seq":N,"kind":K,...fields}...]}` where `kind` and its fields are the store's
 //! own spelling of a `Record`: `param` (`key`, `value`, `origin`), `param-deleted` (`key`),
-//! `params-deleted`, `event` (`name`), `session-lock`, `session-unlock`.
+//! `params-deleted`, `event` (`name`), `session-lock`, `session-unlock`. An optional
+//! `"secret":[KEY...]` lists the keys the host marked secret (`kv::is_secret_key` keys are
+//! secret anyway); older readers ignore it.
 //!
 //! Version 1 (read only) had the same params, but kept each outbox entry as the protocol
 //! message itself, `{"seq":N,"msg":{...}}`. Those messages are turned back into records by a
@@ -31,6 +33,8 @@ pub(super) struct Data {
     pub(super) next_seq: u64,
     pub(super) params: Vec<Entry>,
     pub(super) outbox: Vec<Pending>,
+    /// Keys the host marked secret (each also in `params`).
+    pub(super) secret: Vec<String>,
 }
 
 /// A version-1 outbox entry left out on reading, and why (never a value).
@@ -54,6 +58,7 @@ impl Data {
             next_seq: 1,
             params: Vec::new(),
             outbox: Vec::new(),
+            secret: Vec::new(),
         }
     }
 
@@ -89,7 +94,10 @@ impl Data {
         let outbox: Vec<Value> = (self.outbox.iter())
             .map(|p| record_json(p.seq, &p.record))
             .collect();
-        let doc = json!({"version": VERSION, "next_seq": self.next_seq, "params": params, "outbox": outbox});
+        let mut doc = json!({"version": VERSION, "next_seq": self.next_seq, "params": params, "outbox": outbox});
+        if !self.secret.is_empty() {
+            doc["secret"] = json!(self.secret);
+        }
         doc.to_string().into_bytes()
     }
 
@@ -121,6 +129,13 @@ impl Data {
             }
             d.params.push(e);
         }
+        // Marks of keys no longer stored are dropped.
+        let marks = v.get("secret").and_then(Value::as_array);
+        d.secret = (marks.into_iter().flatten().filter_map(Value::as_str))
+            .filter(|k| d.pos(k).is_some())
+            .take(MAX_PARAMS)
+            .map(str::to_owned)
+            .collect();
         let mut dropped = Vec::new();
         let mut last = None;
         for p in outbox {

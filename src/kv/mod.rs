@@ -41,6 +41,23 @@ pub fn check_key(key: &str) -> Result<(), String> {
     }
 }
 
+/// Whether `key` is a well-known secret: its last dot-separated part ends in `password`
+/// (ASCII case ignored), as the first-boot configuration's `com.oracle.linux.root-password`
+/// and site keys such as `com.example.linux.db-password`. Such values are kept only until
+/// they were used once (`Store::consume_secrets`).
+pub fn is_secret_key(key: &str) -> bool {
+    let last = key.rsplit('.').next().unwrap_or(key).as_bytes();
+    last.len() >= 8 && last[last.len() - 8..].eq_ignore_ascii_case(b"password")
+}
+
+/// A hash of a value, to recognise it later without keeping a copy.
+pub fn value_hash(value: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
+}
+
 /// A value is at most 8192 bytes.
 pub fn check_value(value: &str) -> Result<(), String> {
     if value.len() > MAX_VALUE {
@@ -192,6 +209,16 @@ impl Drop for TempDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn well_known_secret_keys() {
+        assert!(is_secret_key("com.oracle.linux.root-password"));
+        assert!(is_secret_key("com.example.linux.DB-Password"));
+        assert!(is_secret_key("password"));
+        assert!(!is_secret_key("com.oracle.linux.password-policy"));
+        assert!(!is_secret_key("com.oracle.linux.network.hostname"));
+        assert!(!is_secret_key("pass"));
+    }
 
     #[test]
     fn keys_values_and_lines() {

@@ -138,6 +138,16 @@ fn entry_from_json(v: &Value) -> Option<Entry> {
     })
 }
 
+/// Deletes the secrets among `keys` once the guest has read them (`-g`, `-l`, `-s`): what
+/// the guest read is its only copy. A failed write leaves them (logged, naming no value).
+fn consume(store: &mut Store, keys: &[&str]) {
+    match store.consume_secrets(keys, None) {
+        Ok(0) => {}
+        Ok(n) => log::info!("{n} secret params read by the guest: deleted from the store"),
+        Err(e) => log::error!("deleting secret params the guest read: {e}"),
+    }
+}
+
 /// Performs a guest-side operation on the store: what `-p`, `-r`, `-x` and `-e` store is
 /// also queued in the store's outbox for the host, durably, in the same write.
 pub fn apply(store: &mut Store, op: &Op) -> Result<Reply, store::Error> {
@@ -151,7 +161,11 @@ pub fn apply(store: &mut Store, op: &Op) -> Result<Reply, store::Error> {
             store.set(key, value, Origin::Guest, false, Some(news))?;
             Ok(Reply::Done)
         }
-        Op::Get { key } => Ok(Reply::Value(store.get(key).map(|e| e.value.clone()))),
+        Op::Get { key } => {
+            let value = store.get(key).map(|e| e.value.clone());
+            consume(store, &[key]);
+            Ok(Reply::Value(value))
+        }
         Op::Delete { key } => {
             store.delete(key, Some(Record::ParamDeleted { key: key.clone() }))?;
             Ok(Reply::Done)
@@ -160,7 +174,14 @@ pub fn apply(store: &mut Store, op: &Op) -> Result<Reply, store::Error> {
             store.delete_all(Some(Record::ParamsDeleted))?;
             Ok(Reply::Done)
         }
-        Op::List | Op::Script { .. } => Ok(Reply::List(store.params().to_vec())),
+        Op::List | Op::Script { .. } => {
+            let list = store.params().to_vec();
+            consume(
+                store,
+                &list.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+            );
+            Ok(Reply::List(list))
+        }
         Op::Event { name } => {
             // A screen locker reports through `guestd -e session-lock`: these two are sent as
             // the oVirt notifications themselves.

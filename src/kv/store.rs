@@ -99,9 +99,27 @@ impl Store {
         sent: bool,
         news: Option<Record>,
     ) -> Result<(), Error> {
+        self.set_marked(key, value, origin, sent, news, false)
+    }
+
+    /// `set`, with `key` marked secret (`is_secret`) when `secret`; the mark follows the
+    /// latest value.
+    pub fn set_marked(
+        &mut self,
+        key: &str,
+        value: &str,
+        origin: Origin,
+        sent: bool,
+        news: Option<Record>,
+        secret: bool,
+    ) -> Result<(), Error> {
         check_key(key).map_err(Error::Invalid)?;
         check_value(value).map_err(Error::Invalid)?;
         self.commit(|d| {
+            d.secret.retain(|k| k != key);
+            if secret {
+                d.secret.push(key.to_owned());
+            }
             match d.pos(key) {
                 Some(i) => {
                     d.params.remove(i);
@@ -124,12 +142,44 @@ impl Store {
         })
     }
 
+    /// Whether `key`'s value is a secret: a well-known secret key (`kv::is_secret_key`), or
+    /// marked secret by the host.
+    pub fn is_secret(&self, key: &str) -> bool {
+        super::is_secret_key(key) || self.data.secret.iter().any(|k| k == key)
+    }
+
+    /// Deletes, without news for the host, those of `keys` that hold secrets (and, with
+    /// `value`, only while they still hold that value): a secret is kept until it was used
+    /// once. `value` is the `kv::value_hash` of the value used. Returns how many were deleted; persists once, and only when there are any.
+    pub fn consume_secrets(&mut self, keys: &[&str], value: Option<u64>) -> Result<usize, Error> {
+        let gone = |d: &Data, k: &str| {
+            self.is_secret(k)
+                && (d.pos(k)).is_some_and(|i| {
+                    value.is_none_or(|v| super::value_hash(&d.params[i].value) == v)
+                })
+        };
+        let keys: Vec<&str> = keys
+            .iter()
+            .copied()
+            .filter(|k| gone(&self.data, k))
+            .collect();
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        self.commit(|d| {
+            d.params.retain(|e| !keys.contains(&e.key.as_str()));
+            d.secret.retain(|k| !keys.contains(&k.as_str()));
+            Ok(keys.len())
+        })
+    }
+
     /// Deletes `key` (true if it existed), appends `news` if given, and persists.
     pub fn delete(&mut self, key: &str, news: Option<Record>) -> Result<bool, Error> {
         if self.get(key).is_none() && news.is_none() {
             return Ok(false);
         }
         self.commit(|d| {
+            d.secret.retain(|k| k != key);
             let found = d.pos(key).map(|i| d.params.remove(i)).is_some();
             d.push(news)?;
             Ok(found)
@@ -141,6 +191,7 @@ impl Store {
         self.commit(|d| {
             let n = d.params.len();
             d.params.clear();
+            d.secret.clear();
             d.push(news)?;
             Ok(n)
         })
@@ -297,6 +348,39 @@ mod tests {
         let doc: Value = serde_json::from_slice(&fs::read(t.0.join("params")).unwrap()).unwrap();
         assert_eq!(doc["version"], 2);
         assert_eq!(doc["params"][0]["origin"], "host");
+    }
+
+    #[test]
+    fn secrets_are_deleted_once_used_and_marks_survive_a_reopen() {
+        let t = TempDir::new();
+        let mut s = open(&t.0).unwrap();
+        let root = "com.oracle.linux.root-password";
+        s.set(root, "pw1", Origin::Host, true, None).unwrap();
+        s.set_marked("token", "t1", Origin::Host, true, None, true)
+            .unwrap();
+        s.set("plain", "p", Origin::Host, true, None).unwrap();
+        let s2 = open(&t.0).unwrap();
+        assert!(s2.is_secret(root) && s2.is_secret("token") && !s2.is_secret("plain"));
+        // A value replaced since it was applied is not the one applied: kept.
+        let hash = crate::kv::value_hash("t0");
+        assert_eq!(s.consume_secrets(&["token"], Some(hash)).unwrap(), 0);
+        let hash = crate::kv::value_hash("t1");
+        assert_eq!(
+            s.consume_secrets(&["token", "plain"], Some(hash)).unwrap(),
+            1
+        );
+        assert_eq!(
+            s.consume_secrets(&[root, "plain", "absent"], None).unwrap(),
+            1
+        );
+        assert_eq!(keys(&s), ["plain"]);
+        let text = fs::read_to_string(t.0.join("params")).unwrap();
+        assert!(!text.contains("pw1") && !text.contains("t1") && !text.contains("secret"));
+        // Set again without the mark: an ordinary value.
+        s.set_marked("token", "t2", Origin::Host, true, None, true)
+            .unwrap();
+        s.set("token", "t3", Origin::Host, true, None).unwrap();
+        assert!(!open(&t.0).unwrap().is_secret("token"));
     }
 
     #[test]

@@ -40,8 +40,14 @@ fn run_action_hooks(s: &Session, cmd: &Command, action: &str, job: Job, cx: &mut
 }
 
 /// Answers `cmd` at once.
-fn answer(cmd: &Command, action: &str, result: Result<(), String>, cx: &mut Ctx<'_, '_>) {
-    Session::answer(cx.out, super::reply_id(cmd).as_deref(), action, result);
+fn answer(
+    s: &Session,
+    cmd: &Command,
+    action: &str,
+    result: Result<(), String>,
+    cx: &mut Ctx<'_, '_>,
+) {
+    s.answer(cx, super::reply_id(cmd).as_deref(), action, result);
 }
 
 pub(super) fn shutdown(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) {
@@ -52,7 +58,7 @@ pub(super) fn shutdown(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) {
                 Ok(Some(old)) => {
                     let e = "replaced by a later shutdown request".to_owned();
                     if old.link == s.link {
-                        Session::answer(cx.out, old.id.as_deref(), "shutdown", Err(e));
+                        s.answer(cx, old.id.as_deref(), "shutdown", Err(e));
                     } else {
                         // Asked on another link: its session answers.
                         let action = "shutdown".into();
@@ -65,10 +71,10 @@ pub(super) fn shutdown(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) {
                     }
                 }
                 Ok(None) => {}
-                Err(e) => answer(cmd, "shutdown", Err(e), cx),
+                Err(e) => answer(s, cmd, "shutdown", Err(e), cx),
             }
         }
-        Err(e) => answer(cmd, "shutdown", Err(e), cx),
+        Err(e) => answer(s, cmd, "shutdown", Err(e), cx),
     }
 }
 
@@ -80,7 +86,7 @@ pub(super) fn hibernate(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) {
         .unwrap_or("disk")
         .to_owned();
     if let Err(e) = power::check_power_state(&cx.svc.cfg.root, &state) {
-        return answer(cmd, "hibernate", Err(e), cx);
+        return answer(s, cmd, "hibernate", Err(e), cx);
     }
     let timeout = cx.svc.cfg.lifecycle_timeout;
     let mut job = job("before_hibernation", cx, timeout);
@@ -100,7 +106,7 @@ pub(super) fn login(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) {
     let pass = cmd.args.get("password").and_then(Value::as_str);
     let (Some(user), Some(pass)) = (user, pass) else {
         let e = "login needs username and password";
-        return answer(cmd, "login", Err(e.into()), cx);
+        return answer(s, cmd, "login", Err(e.into()), cx);
     };
     // Credentials only on the hook's stdin; the password is masked in its logged output.
     let mut job = job("login", cx, cx.svc.cfg.hook_timeout);
@@ -118,15 +124,16 @@ pub(super) fn log_off(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) {
     // Built in: end the active user's sessions.
     let svc = &mut *cx.svc;
     if let Err(e) = svc.power.log_off(s.requester(cmd), &svc.cfg.root) {
-        answer(cmd, "log-off", Err(e), cx);
+        answer(s, cmd, "log-off", Err(e), cx);
     }
 }
 
 pub(super) fn lifecycle_event(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) {
     let kind = cmd.args.get("type").and_then(Value::as_str).unwrap_or("");
     if !actions::LIFECYCLE_TYPES.contains(&kind) {
-        let e = format!("unknown lifecycle event '{kind}'");
-        return answer(cmd, "lifecycle-event", Err(e), cx);
+        // As the reference agent: no hook to run, and done.
+        log::info!("lifecycle event '{kind}' is not one guestd knows: nothing to run");
+        return answer(s, cmd, "lifecycle-event", Ok(()), cx);
     }
     let timeout = cx.svc.cfg.lifecycle_timeout;
     let mut job = job(kind, cx, timeout);
@@ -149,11 +156,11 @@ pub(super) fn set_number_of_cpus(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_
         Some(n) if n > 0 => u32::try_from(n).unwrap_or(u32::MAX),
         other => {
             let e = format!("count {other:?} is not a positive integer");
-            return answer(cmd, "set-number-of-cpus", Err(e), cx);
+            return answer(s, cmd, "set-number-of-cpus", Err(e), cx);
         }
     };
     let (reached, result) = power::set_online_cpus(&cx.svc.cfg.root, count);
     log::info!("set-number-of-cpus {count}: {reached} CPUs online");
     s.send_number_of_cpus(cx);
-    answer(cmd, "set-number-of-cpus", result, cx);
+    answer(s, cmd, "set-number-of-cpus", result, cx);
 }

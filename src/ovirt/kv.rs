@@ -11,11 +11,27 @@ use super::wire::Command;
 use super::{Ctx, Session};
 use crate::hooks::{self, Job};
 use crate::kv::{Entry, Origin, Record};
+use crate::link::Outbound;
 use crate::services::{Followup, Lane, Services};
 
 /// Outbox messages are queued for the host while its queue holds less than this: half the
 /// high-water mark, so a backlog never stops the link from reading the host's commands.
 const OUTBOX_WINDOW: usize = crate::proto::queue::HIGH_WATER / 2;
+
+/// Whether `name` is one of the host's key-value commands: a host that sends one speaks
+/// guestd's extension.
+pub fn is_kv_command(name: &str) -> bool {
+    matches!(
+        name,
+        "set-param" | "delete-param" | "delete-params" | "get-param" | "list-params"
+    )
+}
+
+/// Whether `record` becomes one of guestd's extension messages, which the reference protocol
+/// does not have (`session-lock` and `session-unlock` are the reference's own).
+pub fn is_extension(record: &Record) -> bool {
+    !matches!(record, Record::SessionLock | Record::SessionUnlock)
+}
 
 /// A string argument of `cmd`.
 fn arg<'a>(cmd: &'a Command, k: &str) -> Result<&'a str, String> {
@@ -34,7 +50,7 @@ fn run(
 ) {
     let result = f(s, cmd, cx);
     match super::reply_id(cmd) {
-        Some(id) => Session::answer(cx.out, Some(&id), &cmd.name, result),
+        Some(id) => s.answer(cx, Some(&id), &cmd.name, result),
         // Without a reply_id only a refusal is worth a log line.
         None => {
             if let Err(e) = result {
@@ -44,9 +60,12 @@ fn run(
     }
 }
 
+/// `set-param {key, value}`; `secret: true` marks the value secret (guestd's own flag: the
+/// reference protocols have none), as keys `kv::is_secret_key` names are anyway.
 pub(super) fn set_param(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) {
     run(s, cmd, cx, |_, cmd, cx| {
-        host_set_param(cx.svc, arg(cmd, "key")?, arg(cmd, "value")?)
+        let secret = cmd.args.get("secret") == Some(&Value::Bool(true));
+        host_set_param_marked(cx.svc, arg(cmd, "key")?, arg(cmd, "value")?, secret)
     });
 }
 
@@ -65,13 +84,33 @@ pub(super) fn delete_params(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>
 /// and the `param` hooks queued. Refused before anything is stored when the hook lane is
 /// full, so the hooks run for every value set.
 pub fn host_set_param(svc: &mut Services, key: &str, value: &str) -> Result<(), String> {
+    host_set_param_marked(svc, key, value, false)
+}
+
+/// `host_set_param`, the value marked secret when `secret`. A secret (marked, or a
+/// `kv::is_secret_key` key) is deleted from the store once the `param` hooks have all
+/// succeeded with it, or once the guest has read it (`-g`, `-l`, `-s`), whichever is first.
+pub fn host_set_param_marked(
+    svc: &mut Services,
+    key: &str,
+    value: &str,
+    secret: bool,
+) -> Result<(), String> {
     if !svc.has_room(Lane::Normal) {
         return Err(hooks::REFUSED.into());
     }
     let store = svc.store.store_mut()?;
     store
-        .set(key, value, Origin::Host, true, None)
+        .set_marked(key, value, Origin::Host, true, None, secret)
         .map_err(|e| e.to_string())?;
+    let then = if store.is_secret(key) {
+        Followup::SecretApplied {
+            key: key.to_owned(),
+            value_hash: crate::kv::value_hash(value),
+        }
+    } else {
+        Followup::Nothing
+    };
     // The host's value wins over guest news about the key not yet delivered.
     store.forget_pending(Some(key)).map_err(|e| e.to_string())?;
     log::info!("host set param '{key}'");
@@ -84,7 +123,7 @@ pub fn host_set_param(svc: &mut Services, key: &str, value: &str) -> Result<(), 
         timeout: svc.cfg.hook_timeout,
         ends: None,
     };
-    svc.submit(Lane::Normal, job, Followup::Nothing);
+    svc.submit(Lane::Normal, job, then);
     Ok(())
 }
 
@@ -123,22 +162,44 @@ pub(super) fn list_params(s: &mut Session, cmd: &Command, cx: &mut Ctx<'_, '_>) 
 
 impl Session {
     /// Queues outbox messages not yet queued for this host, in order, while there is room.
+    /// Extension records wait while the host does not take them (`kv_messages`), and go out,
+    /// oldest first, once it does; the reference protocol's records are not held behind them.
     pub(super) fn pump_outbox(&mut self, cx: &mut Ctx<'_, '_>) {
         if !cx.out.is_attached() {
             return;
         }
+        let ext = self.kv_messages(&cx.svc.cfg);
         let Some(store) = cx.svc.store.get() else {
             return;
         };
         let outbox = store.outbox();
+        let room = |out: &Outbound<'_>| out.len_bytes() < OUTBOX_WINDOW;
+        if let Some(held) = self.held_from.filter(|_| ext) {
+            let from = outbox.partition_point(|p| p.seq < held);
+            let upto = outbox.partition_point(|p| p.seq <= self.queued_upto);
+            for p in outbox[from..upto]
+                .iter()
+                .filter(|p| is_extension(&p.record))
+            {
+                if !room(cx.out)
+                    || !cx
+                        .out
+                        .push_durable(p.seq, record_message(&p.record).encode())
+                {
+                    self.held_from = Some(p.seq);
+                    return;
+                }
+            }
+            self.held_from = None;
+        }
         let from = outbox.partition_point(|p| p.seq <= self.queued_upto);
         for p in &outbox[from..] {
-            if cx.out.len_bytes() >= OUTBOX_WINDOW {
-                break;
-            }
-            if !cx
-                .out
-                .push_durable(p.seq, record_message(&p.record).encode())
+            if !ext && is_extension(&p.record) {
+                self.held_from.get_or_insert(p.seq);
+            } else if !room(cx.out)
+                || !cx
+                    .out
+                    .push_durable(p.seq, record_message(&p.record).encode())
             {
                 break;
             }

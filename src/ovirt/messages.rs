@@ -6,6 +6,7 @@
 use serde_json::{Map, Value, json};
 
 use super::wire::encode;
+use crate::facts::containers::Container;
 use crate::facts::disks::{DiskSerial, Filesystem};
 use crate::facts::memory::MemoryStat;
 use crate::facts::net::Interface;
@@ -100,18 +101,29 @@ pub fn number_of_cpus(count: i64) -> Message {
     Message::new("number-of-cpus", json!({ "count": count }))
 }
 
-/// The MAC the kernel shows for interfaces without a hardware address (loopback, bridges
-/// before their first port, ...); oVirt gets "" for it.
-const ZERO_MAC: &str = "00:00:00:00:00:00";
+/// The `hw` the reference agent sends: python-ethtool's `get_hwaddr`, which formats the first
+/// six bytes of `SIOCGIFHWADDR` as `xx:xx:xx:xx:xx:xx`. The kernel fills what the interface's
+/// address does not (none for tun or WireGuard devices) with zeros, so an interface without
+/// a MAC is `00:00:00:00:00:00`, and a longer address (InfiniBand) is cut to six bytes.
+pub fn ovirt_hw(mac: Option<&str>) -> String {
+    let mut octets = mac
+        .unwrap_or_default()
+        .split(':')
+        .filter(|o| !o.is_empty())
+        .map(|o| u8::from_str_radix(o, 16).unwrap_or(0));
+    let six: Vec<String> = (0..6)
+        .map(|_| format!("{:02x}", octets.next().unwrap_or(0)))
+        .collect();
+    six.join(":")
+}
 
-/// `network-interfaces`: per interface its name, `hw` (the MAC, "" when it has none or it is
-/// all zeros), and its IPv4 (`inet`) and IPv6 (`inet6`) addresses without prefix length, in
-/// getifaddrs order.
+/// `network-interfaces`: per interface its name, `hw` (`ovirt_hw`), and its IPv4 (`inet`)
+/// and IPv6 (`inet6`) addresses without prefix length, in getifaddrs order.
 pub fn network_interfaces(ifaces: &[Interface]) -> Message {
     let list: Vec<Value> = ifaces
         .iter()
         .map(|i| {
-            let hw = i.mac.as_deref().filter(|m| *m != ZERO_MAC).unwrap_or("");
+            let hw = ovirt_hw(i.mac.as_deref());
             let of = |v6: bool| -> Vec<String> {
                 i.addresses
                     .iter()
@@ -123,6 +135,19 @@ pub fn network_interfaces(ifaces: &[Interface]) -> Message {
         })
         .collect();
     Message::new("network-interfaces", json!({ "interfaces": list }))
+}
+
+/// `containers`: the reference's helper keeps `Id`, `Names`, `Image`, `Command` and `Status`
+/// of Docker's list, renamed to lower case; an empty list without a container engine.
+pub fn containers(list: &[Container]) -> Message {
+    let list: Vec<Value> = list
+        .iter()
+        .map(|c| {
+            json!({"id": c.id, "names": c.names, "image": c.image, "command": c.command,
+                "status": c.status})
+        })
+        .collect();
+    Message::new("containers", json!({ "list": list }))
 }
 
 /// `disks-usage`: the measured file systems (`path`, `fs`, `total` and `used` bytes) and the
@@ -268,8 +293,8 @@ mod tests {
                 r#"{"__name__":"network-interfaces","interfaces":["#,
                 r#"{"hw":"52:54:00:ab:cd:ef","inet":["192.168.122.10","10.0.0.5"],"#,
                 r#""inet6":["fe80::5054:ff:feab:cdef"],"name":"eth0"},"#,
-                r#"{"hw":"","inet":["127.0.0.1"],"inet6":["::1"],"name":"lo"},"#,
-                r#"{"hw":"","inet":[],"inet6":[],"name":"wg0"}]}"#,
+                r#"{"hw":"00:00:00:00:00:00","inet":["127.0.0.1"],"inet6":["::1"],"name":"lo"},"#,
+                r#"{"hw":"00:00:00:00:00:00","inet":[],"inet6":[],"name":"wg0"}]}"#,
                 "\n"
             )
         );
@@ -280,19 +305,55 @@ mod tests {
     }
 
     #[test]
-    fn network_interfaces_from_fixture() {
-        let root = facts::fixtures().join("net-basic");
+    fn network_interfaces_from_fixture_as_the_reference_selects_them() {
+        let root = facts::fixtures().join("net-ovirt");
         let read = net::read_interfaces(&root).unwrap();
-        let list = net::attach_addresses(read, &[], &["lo".to_string()]);
+        let list = net::up_non_loopback(read, &["docker0".to_string()]);
+        let list = net::attach_addresses(list, &[], &[]);
         let v: Value = serde_json::from_slice(&network_interfaces(&list).encode()).unwrap();
         let empty: [&str; 0] = [];
         assert_eq!(
             v["interfaces"],
             json!([
-                {"name": "eth0", "hw": "52:54:00:ab:cd:ef", "inet": empty, "inet6": empty},
-                {"name": "tun0", "hw": "", "inet": empty, "inet6": empty},
-                {"name": "wg0", "hw": "", "inet": empty, "inet6": empty},
+                {"name": "eth0", "hw": "52:54:00:12:34:56", "inet": empty, "inet6": empty},
+                // The first six bytes of a 20-byte InfiniBand address.
+                {"name": "ib0", "hw": "80:00:02:08:fe:80", "inet": empty, "inet6": empty},
+                // No MAC: zeros, as SIOCGIFHWADDR gives python-ethtool.
+                {"name": "wg0", "hw": "00:00:00:00:00:00", "inet": empty, "inet6": empty},
             ])
+        );
+    }
+
+    #[test]
+    fn hw_is_six_octets_as_python_ethtool_formats_them() {
+        assert_eq!(ovirt_hw(Some("52:54:00:AB:cd:ef")), "52:54:00:ab:cd:ef");
+        assert_eq!(ovirt_hw(None), "00:00:00:00:00:00");
+        assert_eq!(ovirt_hw(Some("")), "00:00:00:00:00:00");
+        // An IPv4-in-IPv4 tunnel's 4-byte address, padded.
+        assert_eq!(ovirt_hw(Some("0a:00:00:01")), "0a:00:00:01:00:00");
+    }
+
+    #[test]
+    fn containers_line_has_the_five_docker_fields() {
+        let c = Container {
+            id: "d0c4e1".into(),
+            names: vec!["/web".into()],
+            image: "nginx:latest".into(),
+            command: "nginx -g 'daemon off;'".into(),
+            status: "Up 2 hours".into(),
+            created: 5,
+        };
+        assert_eq!(
+            line(&containers(&[c])),
+            concat!(
+                r#"{"__name__":"containers","list":[{"command":"nginx -g 'daemon off;'","#,
+                r#""id":"d0c4e1","image":"nginx:latest","names":["/web"],"status":"Up 2 hours"}]}"#,
+                "\n"
+            )
+        );
+        assert_eq!(
+            line(&containers(&[])),
+            "{\"__name__\":\"containers\",\"list\":[]}\n"
         );
     }
 

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::config::{Config, OvirtKv};
 use crate::link::Outbound;
 use crate::proto::line::LineReader;
 use crate::proto::queue::Kind;
@@ -31,8 +32,10 @@ use messages::Message;
 use schedule::Schedule;
 use wire::{Command, MAX_API_VERSION, MAX_LINE};
 
-/// Port names tried, in order, when `virtio-serial` names none.
-pub const PORT_NAMES: &[&str] = &["ovirt-guest-agent.0", "com.redhat.rhevm.vdsm"];
+/// Port names tried, in order, when `virtio-serial` names none. The legacy name comes first,
+/// as in the reference Linux agent (§1.1): it opens `com.redhat.rhevm.vdsm` whenever that
+/// port exists, and `ovirt-guest-agent.0` otherwise.
+pub const PORT_NAMES: &[&str] = &["com.redhat.rhevm.vdsm", "ovirt-guest-agent.0"];
 
 /// What a handler works with: the link's queue and the shared services.
 pub struct Ctx<'a, 'b> {
@@ -75,8 +78,13 @@ pub struct Session {
     /// A refresh burst was asked for (refresh, api-version, SIGHUP); sent once per turn,
     /// however many requests arrived.
     refresh_pending: bool,
-    /// The highest outbox sequence number queued for the current host.
+    /// The highest outbox sequence number queued for the current host, or held back from it.
     queued_upto: u64,
+    /// The oldest key-value extension record held back from the current host (up to
+    /// `queued_upto`), until it shows it speaks them (`kv::is_extension`).
+    held_from: Option<u64>,
+    /// The current host has sent a key-value command: it speaks guestd's extension.
+    kv_host: bool,
     /// What earlier reports said, for diffs.
     seen: reports::Seen,
 }
@@ -89,6 +97,8 @@ impl Session {
             sched: None,
             refresh_pending: false,
             queued_upto: 0,
+            held_from: None,
+            kv_host: false,
             seen: reports::Seen::default(),
         }
     }
@@ -118,9 +128,40 @@ impl Session {
         out.push(msg.name, kind, msg.encode());
     }
 
-    /// Answers a request: `completion` when it carried a `reply_id` (a host that asks for a
-    /// reply understands it, whatever the negotiated version); otherwise the result is logged.
-    fn answer(out: &mut Outbound<'_>, id: Option<&str>, action: &str, result: Result<(), String>) {
+    /// Whether the current host gets guestd's key-value extension messages unasked.
+    fn kv_messages(&self, cfg: &Config) -> bool {
+        match cfg.ovirt_kv {
+            OvirtKv::Auto => self.kv_host,
+            OvirtKv::Yes => true,
+            OvirtKv::No => false,
+        }
+    }
+
+    /// Answers a request: `completion` when it carried a `reply_id` and the host takes
+    /// completions: from API version 3 on, as the reference agent (below, it drops them), or
+    /// any time to a host that speaks guestd's key-value extension. Otherwise the result is
+    /// logged.
+    fn answer(
+        &self,
+        cx: &mut Ctx<'_, '_>,
+        id: Option<&str>,
+        action: &str,
+        result: Result<(), String>,
+    ) {
+        let takes = self.api_version >= wire::min_api_version("completion")
+            || self.kv_host
+            || cx.svc.cfg.ovirt_kv == OvirtKv::Yes;
+        let id = match id {
+            Some(_) if !takes => {
+                log::debug!(
+                    "no completion for {action}: API version {}",
+                    self.api_version
+                );
+                None
+            }
+            id => id,
+        };
+        let out = &mut *cx.out;
         match id {
             Some(id) if out.is_attached() => {
                 let msg = kv::completion(id, result);
@@ -165,6 +206,10 @@ impl Session {
         if !asks_for_burst(&cmd.name) {
             self.run_pending_refresh(cx);
         }
+        if kv::is_kv_command(&cmd.name) && !self.kv_host {
+            log::info!("the host speaks guestd's key-value extension");
+            self.kv_host = true;
+        }
         match COMMANDS.iter().find(|(name, _)| *name == cmd.name) {
             Some((_, handler)) => handler(self, &cmd, cx),
             None => log::info!("ignoring unsupported command '{}'", cmd.name),
@@ -181,7 +226,7 @@ impl Session {
     }
 
     fn on_api_version(&mut self, cmd: &Command, _: &mut Ctx<'_, '_>) {
-        match cmd.args.get("apiVersion").and_then(Value::as_i64) {
+        match cmd.args.get("apiVersion").and_then(wire::int_arg) {
             Some(v) => {
                 let v = u32::try_from(v.clamp(0, i64::from(MAX_API_VERSION))).unwrap_or(0);
                 if v != self.api_version {
@@ -191,7 +236,7 @@ impl Session {
                 }
             }
             None => log::warn!(
-                "ignoring api-version with a non-integer apiVersion: {:?}",
+                "ignoring api-version whose apiVersion is not an integer: {:?}",
                 cmd.args.get("apiVersion")
             ),
         }
@@ -232,6 +277,8 @@ impl crate::link::Session for Session {
 
     fn attach(&mut self, now: Duration, out: &mut Outbound<'_>, svc: &mut Services) {
         self.queued_upto = 0;
+        self.held_from = None;
+        self.kv_host = false;
         let c = &svc.cfg;
         self.sched = Some(schedule::for_config(now, c));
         self.seen = reports::Seen::default();
@@ -287,15 +334,16 @@ impl crate::link::Session for Session {
     fn notice(&mut self, notice: Notice, out: &mut Outbound<'_>, svc: &mut Services) {
         match notice {
             Notice::Done { to, action, result } => {
-                Session::answer(out, to.id.as_deref(), &action, result);
+                self.answer(&mut Ctx { out, svc }, to.id.as_deref(), &action, result);
             }
             Notice::ShuttingDown { .. } => {
                 let msg = Message::bare("session-shutdown");
                 out.push(msg.name, Kind::Event, msg.encode());
             }
             Notice::LoggedOff { to, leaders } => {
-                self.logged_off(leaders, &mut Ctx { out, svc });
-                Session::answer(out, to.id.as_deref(), "log-off", Ok(()));
+                let cx = &mut Ctx { out, svc };
+                self.logged_off(leaders, cx);
+                self.answer(cx, to.id.as_deref(), "log-off", Ok(()));
             }
             Notice::Measured { filesystems, .. } => {
                 self.disks_measured(filesystems, &mut Ctx { out, svc });
@@ -363,7 +411,8 @@ mod tests {
                 "network-interfaces",
                 "active-user",
                 "applications",
-                "fqdn"
+                "fqdn",
+                "disks-usage"
             ]
         );
         assert!(s.deadline().is_some(), "the schedule runs while attached");
@@ -410,6 +459,16 @@ mod tests {
             link: 3,
             id: Some("r1".into()),
         };
+        let done = |result| Notice::Done {
+            to: to.clone(),
+            action: "shutdown".into(),
+            result,
+        };
+        // Below API version 3 the reference sends no completion: only the log has it.
+        let mut out = Outbound::new(&mut q, &mut rejected, true);
+        s.notice(done(Ok(())), &mut out, &mut svc);
+        assert!(sent(&mut q).is_empty());
+        s.api_version = 3;
         let mut out = Outbound::new(&mut q, &mut rejected, true);
         s.notice(Notice::ShuttingDown { to: to.clone() }, &mut out, &mut svc);
         let done = Notice::Done {

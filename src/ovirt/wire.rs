@@ -111,6 +111,22 @@ pub fn encode(name: &str, args: Map<String, Value>) -> Vec<u8> {
     out
 }
 
+/// An integer argument read the way the reference agent's Python `int()` reads it: a JSON
+/// integer, a float (truncated), a boolean (0 or 1), or a string holding a decimal integer
+/// (`"3"`, `" +3 "`). `None` for anything else.
+pub fn int_arg(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64().or_else(|| {
+            // Truncated toward zero; out-of-range floats saturate.
+            #[allow(clippy::cast_possible_truncation)]
+            n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64)
+        }),
+        Value::String(s) => s.trim().parse().ok(),
+        Value::Bool(b) => Some(i64::from(*b)),
+        _ => None,
+    }
+}
+
 /// The lowest negotiated API version at which guestd sends `name` (§2, "min API").
 pub fn min_api_version(name: &str) -> u32 {
     match name {
@@ -181,6 +197,20 @@ mod tests {
             back["bad\u{fffd}key"],
             json!(["a\u{fffd}b", "\u{85}ok\u{fffd}"])
         );
+    }
+
+    #[test]
+    fn integer_arguments_are_read_as_pythons_int_reads_them() {
+        assert_eq!(int_arg(&json!(3)), Some(3));
+        assert_eq!(int_arg(&json!("3")), Some(3));
+        assert_eq!(int_arg(&json!(" +2\n")), Some(2));
+        assert_eq!(int_arg(&json!(-1)), Some(-1));
+        assert_eq!(int_arg(&json!(2.9)), Some(2));
+        assert_eq!(int_arg(&json!(true)), Some(1));
+        assert_eq!(int_arg(&json!("3.0")), None);
+        assert_eq!(int_arg(&json!("three")), None);
+        assert_eq!(int_arg(&json!(null)), None);
+        assert_eq!(int_arg(&json!([3])), None);
     }
 
     #[test]
