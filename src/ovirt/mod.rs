@@ -281,7 +281,7 @@ impl crate::link::Session for Session {
         self.kv_host = false;
         let c = &svc.cfg;
         self.sched = Some(schedule::for_config(now, c));
-        self.seen = reports::Seen::default();
+        self.seen.forget_host();
         let cx = &mut Ctx { out, svc };
         self.startup_burst(cx);
         self.pump_outbox(cx);
@@ -390,6 +390,28 @@ mod tests {
 
     fn names(v: &[Value]) -> Vec<&str> {
         v.iter().map(|m| m["__name__"].as_str().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_package_list_cache_outlives_a_host() {
+        let (mut q, mut rejected, mut svc) = (OutQueue::default(), 0, services());
+        let mut s = Session::new(0);
+        for round in 0..3 {
+            let mut out = Outbound::new(&mut q, &mut rejected, true);
+            s.attach(Duration::ZERO, &mut out, &mut svc);
+            s.detach();
+            q.detach();
+            if round == 0 {
+                assert_eq!(*s.seen.package_reads(), 1);
+                // Marks this cache: a new one would count from zero again.
+                *s.seen.package_reads() = 100;
+            }
+        }
+        assert_eq!(
+            *s.seen.package_reads(),
+            100,
+            "the cache was dropped or the database re-read"
+        );
     }
 
     #[test]

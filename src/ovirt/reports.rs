@@ -32,6 +32,24 @@ pub struct Seen {
     disks: Option<(Vec<disks::Filesystem>, Vec<disks::DiskSerial>)>,
 }
 
+impl Seen {
+    /// A new host: forget what the previous one was told, but keep the package list cache
+    /// (an unchanged database costs a `stat` per file, not a read, on every attach).
+    pub(super) fn forget_host(&mut self) {
+        let apps = std::mem::take(&mut self.apps);
+        *self = Seen {
+            apps,
+            ..Seen::default()
+        };
+    }
+
+    /// The package list cache's read counter, to tell one cache from another in tests.
+    #[cfg(test)]
+    pub(super) fn package_reads(&mut self) -> &mut u64 {
+        &mut self.apps.reads
+    }
+}
+
 impl Session {
     /// The start-up burst, in the reference order (§2.1).
     pub(super) fn startup_burst(&mut self, cx: &mut Ctx<'_, '_>) {
