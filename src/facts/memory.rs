@@ -59,26 +59,38 @@ pub struct MemoryStat {
     pub majflt: u64,
 }
 
-/// The `(key, value)` pairs of `key: value [kB]` or `key value` lines (ASCII, as the kernel
-/// writes them), for the keys `want` accepts; lines whose value is not a number are skipped.
-/// Works on bytes: no UTF-8 decoding, and a value is parsed only for a wanted key.
-fn numeric_fields<'a>(
-    text: &'a [u8],
-    want: impl Fn(&[u8]) -> bool + 'a,
-) -> impl Iterator<Item = (&'a [u8], u64)> + 'a {
-    text.split(|&b| b == b'\n').filter_map(move |line| {
+/// The values of the `keys` in `key: value [kB]` or `key value` lines (ASCII, as the kernel
+/// writes them), in `keys` order; a key without a line whose value is a number is `None`.
+/// Works on bytes, parses a value only for a wanted key, and stops once every key has a
+/// value (the kernel writes each key once; of repeated keys the first valid one counts).
+fn numeric_fields<const N: usize>(text: &[u8], keys: [&[u8]; N]) -> [Option<u64>; N] {
+    let mut found = [None; N];
+    let mut left = N;
+    let mut rest = text;
+    while left > 0 && !rest.is_empty() {
+        let end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+        let line = &rest[..end];
+        rest = rest.get(end + 1..).unwrap_or_default();
         let mut words = line
             .split(u8::is_ascii_whitespace)
             .filter(|w| !w.is_empty());
-        let mut key = words.next()?;
-        while let [rest @ .., b':'] = key {
-            key = rest;
+        let Some(mut key) = words.next() else {
+            continue;
+        };
+        while let [k @ .., b':'] = key {
+            key = k;
         }
-        if !want(key) {
-            return None;
+        let Some(i) = keys.iter().position(|k| *k == key) else {
+            continue;
+        };
+        if found[i].is_none() {
+            found[i] = words.next().and_then(parse_u64);
+            if found[i].is_some() {
+                left -= 1;
+            }
         }
-        Some((key, parse_u64(words.next()?)?))
-    })
+    }
+    found
 }
 
 /// A decimal `u64`, as `str::parse` reads it (an optional `+`, digits, no overflow).
@@ -93,37 +105,27 @@ fn parse_u64(word: &[u8]) -> Option<u64> {
     })
 }
 
-const MEMINFO_KEYS: [&[u8]; 6] = [
-    b"MemTotal",
-    b"MemFree",
-    b"Buffers",
-    b"Cached",
-    b"SwapTotal",
-    b"SwapFree",
-];
-
-const VMSTAT_KEYS: [&[u8]; 4] = [b"pswpin", b"pswpout", b"pgfault", b"pgmajfault"];
-
 /// Parses `/proc/meminfo` text (`MemTotal:  16318612 kB` lines), plus whether MemTotal was
 /// present.
 fn parse_meminfo_checked(text: &[u8]) -> (MemInfo, bool) {
-    let mut mem = MemInfo::default();
-    let mut has_total = false;
-    for (key, value) in numeric_fields(text, |k| MEMINFO_KEYS.contains(&k)) {
-        match key {
-            b"MemTotal" => {
-                mem.mem_total = value;
-                has_total = true;
-            }
-            b"MemFree" => mem.mem_free = value,
-            b"Buffers" => mem.buffers = value,
-            b"Cached" => mem.cached = value,
-            b"SwapTotal" => mem.swap_total = value,
-            b"SwapFree" => mem.swap_free = value,
-            _ => {}
-        }
-    }
-    (mem, has_total)
+    let keys: [&[u8]; 6] = [
+        b"MemTotal",
+        b"MemFree",
+        b"Buffers",
+        b"Cached",
+        b"SwapTotal",
+        b"SwapFree",
+    ];
+    let [total, free, buffers, cached, swap_total, swap_free] = numeric_fields(text, keys);
+    let mem = MemInfo {
+        mem_total: total.unwrap_or(0),
+        mem_free: free.unwrap_or(0),
+        buffers: buffers.unwrap_or(0),
+        cached: cached.unwrap_or(0),
+        swap_total: swap_total.unwrap_or(0),
+        swap_free: swap_free.unwrap_or(0),
+    };
+    (mem, total.is_some())
 }
 
 /// Parses `/proc/meminfo` text. Missing or malformed keys are 0.
@@ -133,17 +135,14 @@ pub fn parse_meminfo(text: &[u8]) -> MemInfo {
 
 /// Parses `/proc/vmstat` text (`pgfault 123` lines). Missing or malformed keys are 0.
 pub fn parse_vmstat(text: &[u8]) -> VmStat {
-    let mut vm = VmStat::default();
-    for (key, value) in numeric_fields(text, |k| VMSTAT_KEYS.contains(&k)) {
-        match key {
-            b"pswpin" => vm.pswpin = value,
-            b"pswpout" => vm.pswpout = value,
-            b"pgfault" => vm.pgfault = value,
-            b"pgmajfault" => vm.pgmajfault = value,
-            _ => {}
-        }
+    let keys: [&[u8]; 4] = [b"pswpin", b"pswpout", b"pgfault", b"pgmajfault"];
+    let [pswpin, pswpout, pgfault, pgmajfault] = numeric_fields(text, keys);
+    VmStat {
+        pswpin: pswpin.unwrap_or(0),
+        pswpout: pswpout.unwrap_or(0),
+        pgfault: pgfault.unwrap_or(0),
+        pgmajfault: pgmajfault.unwrap_or(0),
     }
-    vm
 }
 
 /// Reads `proc/meminfo` under `root`. A file without `MemTotal` is a parse error.
@@ -285,6 +284,13 @@ mod tests {
             }
         );
         assert_eq!(parse_vmstat(b"pgfault x\n"), VmStat::default());
+        // A malformed value does not count as found; a later valid line still does.
+        assert_eq!(
+            parse_vmstat(b"pgfault x\r\n  pgfault\t+7\r\npgfault 8\npswpin 18446744073709551616\n")
+                .pgfault,
+            7
+        );
+        assert_eq!(parse_vmstat(b"pswpin -1\npswpout 1 2\n").pswpin, 0);
     }
 
     #[test]
