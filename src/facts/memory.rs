@@ -71,6 +71,11 @@ fn numeric_fields<const N: usize>(text: &[u8], keys: [&[u8]; N]) -> [Option<u64>
         let end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
         let line = &rest[..end];
         rest = rest.get(end + 1..).unwrap_or_default();
+        // Most lines hold no wanted key: rule them out before splitting.
+        let trimmed = line.trim_ascii_start();
+        if !keys.iter().any(|k| trimmed.starts_with(k)) {
+            continue;
+        }
         let mut words = line
             .split(u8::is_ascii_whitespace)
             .filter(|w| !w.is_empty());
