@@ -174,7 +174,7 @@ impl Link {
             _ => Map::new(),
         };
         self.stream
-            .write_all(&ovirt::encode(name, args))
+            .write_all(&ovirt::encode(name, &args))
             .map_err(|e| format!("sending {name}: {e}"))
     }
 

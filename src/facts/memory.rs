@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::{Error, read_text, under};
+use super::{Error, read_bytes_into, under};
 
 /// The `/proc/meminfo` fields guestd reports, in KiB. Missing keys are 0.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -59,63 +59,107 @@ pub struct MemoryStat {
     pub majflt: u64,
 }
 
-/// The `(key, value)` pairs of `key: value [kB]` or `key value` lines; lines whose value is
-/// not a number are skipped.
-fn numeric_fields(text: &str) -> impl Iterator<Item = (&str, u64)> {
-    text.lines().filter_map(|line| {
-        let mut words = line.split_whitespace();
-        let key = words.next()?.trim_end_matches(':');
-        let value = words.next()?.parse().ok()?;
-        Some((key, value))
+/// The values of the `keys` in `key: value [kB]` or `key value` lines (ASCII, as the kernel
+/// writes them), in `keys` order; a key without a line whose value is a number is `None`.
+/// Works on bytes, parses a value only for a wanted key, and stops once every key has a
+/// value (the kernel writes each key once; of repeated keys the first valid one counts).
+fn numeric_fields<const N: usize>(text: &[u8], keys: [&[u8]; N]) -> [Option<u64>; N] {
+    let mut found = [None; N];
+    let mut left = N;
+    let mut rest = text;
+    while left > 0 && !rest.is_empty() {
+        let end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+        let line = &rest[..end];
+        rest = rest.get(end + 1..).unwrap_or_default();
+        // Most lines hold no wanted key: rule them out before splitting.
+        let trimmed = line.trim_ascii_start();
+        if !keys.iter().any(|k| trimmed.starts_with(k)) {
+            continue;
+        }
+        let mut words = line
+            .split(u8::is_ascii_whitespace)
+            .filter(|w| !w.is_empty());
+        let Some(mut key) = words.next() else {
+            continue;
+        };
+        while let [k @ .., b':'] = key {
+            key = k;
+        }
+        let Some(i) = keys.iter().position(|k| *k == key) else {
+            continue;
+        };
+        if found[i].is_none() {
+            found[i] = words.next().and_then(parse_u64);
+            if found[i].is_some() {
+                left -= 1;
+            }
+        }
+    }
+    found
+}
+
+/// A decimal `u64`, as `str::parse` reads it (an optional `+`, digits, no overflow).
+fn parse_u64(word: &[u8]) -> Option<u64> {
+    let digits = word.strip_prefix(b"+").unwrap_or(word);
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        let d = b.checked_sub(b'0').filter(|d| *d < 10)?;
+        n.checked_mul(10)?.checked_add(u64::from(d))
     })
 }
 
 /// Parses `/proc/meminfo` text (`MemTotal:  16318612 kB` lines), plus whether MemTotal was
 /// present.
-fn parse_meminfo_checked(text: &str) -> (MemInfo, bool) {
-    let mut mem = MemInfo::default();
-    let mut has_total = false;
-    for (key, value) in numeric_fields(text) {
-        match key {
-            "MemTotal" => {
-                mem.mem_total = value;
-                has_total = true;
-            }
-            "MemFree" => mem.mem_free = value,
-            "Buffers" => mem.buffers = value,
-            "Cached" => mem.cached = value,
-            "SwapTotal" => mem.swap_total = value,
-            "SwapFree" => mem.swap_free = value,
-            _ => {}
-        }
-    }
-    (mem, has_total)
+fn parse_meminfo_checked(text: &[u8]) -> (MemInfo, bool) {
+    let keys: [&[u8]; 6] = [
+        b"MemTotal",
+        b"MemFree",
+        b"Buffers",
+        b"Cached",
+        b"SwapTotal",
+        b"SwapFree",
+    ];
+    let [total, free, buffers, cached, swap_total, swap_free] = numeric_fields(text, keys);
+    let mem = MemInfo {
+        mem_total: total.unwrap_or(0),
+        mem_free: free.unwrap_or(0),
+        buffers: buffers.unwrap_or(0),
+        cached: cached.unwrap_or(0),
+        swap_total: swap_total.unwrap_or(0),
+        swap_free: swap_free.unwrap_or(0),
+    };
+    (mem, total.is_some())
 }
 
 /// Parses `/proc/meminfo` text. Missing or malformed keys are 0.
-pub fn parse_meminfo(text: &str) -> MemInfo {
+pub fn parse_meminfo(text: &[u8]) -> MemInfo {
     parse_meminfo_checked(text).0
 }
 
 /// Parses `/proc/vmstat` text (`pgfault 123` lines). Missing or malformed keys are 0.
-pub fn parse_vmstat(text: &str) -> VmStat {
-    let mut vm = VmStat::default();
-    for (key, value) in numeric_fields(text) {
-        match key {
-            "pswpin" => vm.pswpin = value,
-            "pswpout" => vm.pswpout = value,
-            "pgfault" => vm.pgfault = value,
-            "pgmajfault" => vm.pgmajfault = value,
-            _ => {}
-        }
+pub fn parse_vmstat(text: &[u8]) -> VmStat {
+    let keys: [&[u8]; 4] = [b"pswpin", b"pswpout", b"pgfault", b"pgmajfault"];
+    let [pswpin, pswpout, pgfault, pgmajfault] = numeric_fields(text, keys);
+    VmStat {
+        pswpin: pswpin.unwrap_or(0),
+        pswpout: pswpout.unwrap_or(0),
+        pgfault: pgfault.unwrap_or(0),
+        pgmajfault: pgmajfault.unwrap_or(0),
     }
-    vm
 }
 
 /// Reads `proc/meminfo` under `root`. A file without `MemTotal` is a parse error.
 pub fn read_meminfo(root: &Path) -> Result<MemInfo, Error> {
+    read_meminfo_with(root, &mut Vec::new())
+}
+
+/// `read_meminfo`, reading into `buf` (cleared first), which the caller keeps between calls.
+pub fn read_meminfo_with(root: &Path, buf: &mut Vec<u8>) -> Result<MemInfo, Error> {
     const REL: &str = "proc/meminfo";
-    let (mem, has_total) = parse_meminfo_checked(&read_text(root, REL)?);
+    read_bytes_into(root, REL, buf)?;
+    let (mem, has_total) = parse_meminfo_checked(buf);
     if has_total {
         Ok(mem)
     } else {
@@ -128,7 +172,13 @@ pub fn read_meminfo(root: &Path) -> Result<MemInfo, Error> {
 
 /// Reads `proc/vmstat` under `root`.
 pub fn read_vmstat(root: &Path) -> Result<VmStat, Error> {
-    Ok(parse_vmstat(&read_text(root, "proc/vmstat")?))
+    read_vmstat_with(root, &mut Vec::new())
+}
+
+/// `read_vmstat`, reading into `buf` (cleared first), which the caller keeps between calls.
+pub fn read_vmstat_with(root: &Path, buf: &mut Vec<u8>) -> Result<VmStat, Error> {
+    read_bytes_into(root, "proc/vmstat", buf)?;
+    Ok(parse_vmstat(buf))
 }
 
 /// The per-second rate of a counter that went from `prev` to `cur` in `elapsed`, truncated.
@@ -196,7 +246,7 @@ mod tests {
 
     #[test]
     fn parses_meminfo() {
-        let mem = parse_meminfo(MEMINFO);
+        let mem = parse_meminfo(MEMINFO.as_bytes());
         assert_eq!(
             mem,
             MemInfo {
@@ -214,7 +264,7 @@ mod tests {
 
     #[test]
     fn meminfo_missing_and_malformed_keys_are_zero() {
-        let mem = parse_meminfo("MemTotal: 1000 kB\nMemFree: lots kB\nCached:\ngarbage\n\n");
+        let mem = parse_meminfo(b"MemTotal: 1000 kB\nMemFree: lots kB\nCached:\ngarbage\n\n");
         assert_eq!(
             mem,
             MemInfo {
@@ -222,13 +272,13 @@ mod tests {
                 ..MemInfo::default()
             }
         );
-        assert_eq!(parse_meminfo(""), MemInfo::default());
+        assert_eq!(parse_meminfo(b""), MemInfo::default());
     }
 
     #[test]
     fn parses_vmstat() {
         let vm =
-            parse_vmstat("nr_free_pages 1\npswpin 10\npswpout 20\npgfault 3000\npgmajfault 40\n");
+            parse_vmstat(b"nr_free_pages 1\npswpin 10\npswpout 20\npgfault 3000\npgmajfault 40\n");
         assert_eq!(
             vm,
             VmStat {
@@ -238,12 +288,19 @@ mod tests {
                 pgmajfault: 40,
             }
         );
-        assert_eq!(parse_vmstat("pgfault x\n"), VmStat::default());
+        assert_eq!(parse_vmstat(b"pgfault x\n"), VmStat::default());
+        // A malformed value does not count as found; a later valid line still does.
+        assert_eq!(
+            parse_vmstat(b"pgfault x\r\n  pgfault\t+7\r\npgfault 8\npswpin 18446744073709551616\n")
+                .pgfault,
+            7
+        );
+        assert_eq!(parse_vmstat(b"pswpin -1\npswpout 1 2\n").pswpin, 0);
     }
 
     #[test]
     fn memory_stat_first_sample_has_zero_rates() {
-        let mem = parse_meminfo(MEMINFO);
+        let mem = parse_meminfo(MEMINFO.as_bytes());
         let cur = VmStat {
             pswpin: 5,
             pswpout: 6,

@@ -107,17 +107,25 @@ pub const MAX_FILE: u64 = 16 * 1024 * 1024;
 
 /// Reads `rel` under `root` as bytes, at most `MAX_FILE` of them.
 pub fn read_bytes(root: &Path, rel: &str) -> Result<Vec<u8>, Error> {
+    let mut buf = Vec::new();
+    read_bytes_into(root, rel, &mut buf)?;
+    Ok(buf)
+}
+
+/// Reads `rel` under `root` into `buf` (cleared first, its capacity kept for the next read),
+/// at most `MAX_FILE` bytes.
+pub fn read_bytes_into(root: &Path, rel: &str, buf: &mut Vec<u8>) -> Result<(), Error> {
     use std::io::Read;
+    buf.clear();
     let path = under(root, rel);
     let file = std::fs::File::open(&path).map_err(|source| Error::Read {
         path: path.clone(),
         source,
     })?;
-    let mut buf = Vec::new();
     file.take(MAX_FILE)
-        .read_to_end(&mut buf)
+        .read_to_end(buf)
         .map_err(|source| Error::Read { path, source })?;
-    Ok(buf)
+    Ok(())
 }
 
 /// Reads `rel` under `root` as text (invalid UTF-8 is replaced, never an error).

@@ -327,7 +327,7 @@ mod tests {
         let Some(Value::String(name)) = args.remove("__name__") else {
             panic!("no name in {stored}");
         };
-        crate::ovirt::wire::encode(&name, args)
+        crate::ovirt::wire::encode(&name, &args)
     }
 
     #[test]

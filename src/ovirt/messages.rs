@@ -38,7 +38,7 @@ impl Message {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        encode(self.name, self.args.clone())
+        encode(self.name, &self.args)
     }
 }
 
