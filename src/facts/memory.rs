@@ -68,34 +68,66 @@ fn numeric_fields<const N: usize>(text: &[u8], keys: [&[u8]; N]) -> [Option<u64>
     let mut left = N;
     let mut rest = text;
     while left > 0 && !rest.is_empty() {
-        let end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+        let end = find_newline(rest).unwrap_or(rest.len());
         let line = &rest[..end];
         rest = rest.get(end + 1..).unwrap_or_default();
-        // Most lines hold no wanted key: rule them out before splitting.
+        // Most lines hold no wanted key: rule them out by their first two bytes before
+        // looking at the words.
         let trimmed = line.trim_ascii_start();
-        if !keys.iter().any(|k| trimmed.starts_with(k)) {
+        let (first, second) = (trimmed.first(), trimmed.get(1));
+        if !keys
+            .iter()
+            .any(|k| k.first() == first && k.get(1) == second)
+        {
             continue;
         }
-        let mut words = line
-            .split(u8::is_ascii_whitespace)
-            .filter(|w| !w.is_empty());
-        let Some(mut key) = words.next() else {
-            continue;
-        };
+        let (mut key, after) = first_word(trimmed);
         while let [k @ .., b':'] = key {
             key = k;
         }
-        let Some(i) = keys.iter().position(|k| *k == key) else {
+        let Some(i) = keys.iter().position(|k| k.len() == key.len() && *k == key) else {
             continue;
         };
         if found[i].is_none() {
-            found[i] = words.next().and_then(parse_u64);
+            found[i] = parse_u64(first_word(after.trim_ascii_start()).0);
             if found[i].is_some() {
                 left -= 1;
             }
         }
     }
     found
+}
+
+/// The bytes of `s` up to its first ASCII white space, and the rest.
+fn first_word(s: &[u8]) -> (&[u8], &[u8]) {
+    let end = s
+        .iter()
+        .position(u8::is_ascii_whitespace)
+        .unwrap_or(s.len());
+    s.split_at(end)
+}
+
+/// The offset of the first `\n` in `s`, eight bytes at a time (the word-at-a-time zero-byte
+/// test: a heartbeat tick scans about 4 KB of /proc text).
+fn find_newline(s: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = s.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let Ok(word) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        // Bytes equal to '\n' become zero; the lowest flagged byte is the first zero byte.
+        let w = u64::from_le_bytes(word) ^ (ONES * u64::from(b'\n'));
+        let zero = w.wrapping_sub(ONES) & !w & HIGHS;
+        if zero != 0 {
+            return Some(at + (zero.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    let tail = chunks.remainder();
+    tail.iter().position(|&b| b == b'\n').map(|i| at + i)
 }
 
 /// A decimal `u64`, as `str::parse` reads it (an optional `+`, digits, no overflow).
@@ -243,6 +275,28 @@ mod tests {
                            SwapTotal:       1048572 kB\n\
                            SwapFree:         948572 kB\n\
                            HugePages_Total:       0\n";
+
+    #[test]
+    fn newlines_are_found_at_every_offset() {
+        for len in 0..40 {
+            for nl in 0..=len {
+                let mut s = vec![b'a'; len];
+                if nl < len {
+                    s[nl] = b'\n';
+                    // A byte just above '\n' must not be taken for it.
+                    if nl + 1 < len {
+                        s[nl + 1] = 0x0b;
+                    }
+                }
+                let want = s.iter().position(|&b| b == b'\n');
+                assert_eq!(find_newline(&s), want, "len {len}, newline at {nl}");
+            }
+        }
+        assert_eq!(
+            find_newline(b"\x0b\x0b\x0b\x0b\x0b\x0b\x0b\x0b\x0a"),
+            Some(8)
+        );
+    }
 
     #[test]
     fn parses_meminfo() {

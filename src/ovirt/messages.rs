@@ -44,6 +44,8 @@ impl Message {
 
 /// `heartbeat`: free RAM in MiB as a string, the eleven memory-stat fields, and the API version
 /// the agent advertises.
+/// The `heartbeat` as a message tree: the reference `encode_heartbeat` is checked against.
+#[cfg(test)]
 pub fn heartbeat(free_ram_mib: u64, stat: &MemoryStat, api_version: u32) -> Message {
     Message::new(
         "heartbeat",
@@ -65,6 +67,58 @@ pub fn heartbeat(free_ram_mib: u64, stat: &MemoryStat, api_version: u32) -> Mess
             "apiVersion": api_version,
         }),
     )
+}
+
+/// Appends the decimal digits of `n`.
+fn push_u64(buf: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        // `n % 10` is below 10: the cast cannot truncate.
+        #[allow(clippy::cast_possible_truncation)]
+        let d = (n % 10) as u8;
+        digits[i] = b'0' + d;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[i..]);
+}
+
+/// The `heartbeat` line, written straight into `buf`: the same bytes as
+/// `heartbeat(..).encode()` (keys in sorted order, no string to escape), without building a
+/// JSON tree on every tick.
+pub fn encode_heartbeat(buf: &mut Vec<u8>, free_ram_mib: u64, stat: &MemoryStat, api_version: u32) {
+    buf.extend_from_slice(b"{\"__name__\":\"heartbeat\",\"apiVersion\":");
+    push_u64(buf, u64::from(api_version));
+    buf.extend_from_slice(b",\"free-ram\":\"");
+    push_u64(buf, free_ram_mib);
+    buf.extend_from_slice(b"\",\"memory-stat\":{");
+    let fields: [(&[u8], u64); 11] = [
+        (b"majflt", stat.majflt),
+        (b"mem_buffers", stat.mem_buffers),
+        (b"mem_cached", stat.mem_cached),
+        (b"mem_free", stat.mem_free),
+        (b"mem_total", stat.mem_total),
+        (b"mem_unused", stat.mem_unused),
+        (b"pageflt", stat.pageflt),
+        (b"swap_in", stat.swap_in),
+        (b"swap_out", stat.swap_out),
+        (b"swap_total", stat.swap_total),
+        (b"swap_usage", stat.swap_usage),
+    ];
+    for (i, (key, value)) in fields.into_iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        buf.push(b'"');
+        buf.extend_from_slice(key);
+        buf.extend_from_slice(b"\":");
+        push_u64(buf, value);
+    }
+    buf.extend_from_slice(b"}}\n");
 }
 
 pub fn host_name(name: &str) -> Message {
@@ -250,6 +304,35 @@ mod tests {
         assert_eq!(ms.len(), 11);
         assert_eq!(ms["mem_total"], 1000);
         assert_eq!(ms["majflt"], 5);
+    }
+
+    #[test]
+    fn the_heartbeat_is_written_byte_for_byte_as_its_tree_encodes() {
+        let big = MemoryStat {
+            mem_total: u64::MAX,
+            mem_unused: 9,
+            mem_free: 10,
+            mem_buffers: 1_000_000_007,
+            mem_cached: 42,
+            swap_total: 18_446_744_073_709_551,
+            swap_usage: 1,
+            swap_in: 100,
+            swap_out: 99,
+            pageflt: 12_345,
+            majflt: 7,
+        };
+        for (free, stat, api) in [
+            (0, MemoryStat::default(), 0),
+            (3125, big, 3),
+            (u64::MAX, big, u32::MAX),
+        ] {
+            let mut line = Vec::new();
+            encode_heartbeat(&mut line, free, &stat, api);
+            assert_eq!(
+                String::from_utf8(line).unwrap(),
+                String::from_utf8(heartbeat(free, &stat, api).encode()).unwrap()
+            );
+        }
     }
 
     fn iface(name: &str, mac: Option<&str>, addrs: &[(&str, u8)]) -> Interface {

@@ -35,6 +35,9 @@ pub struct Seen {
     proc_buf: Vec<u8>,
 }
 
+/// Bytes a heartbeat line takes at most (eleven 20-digit counters and the keys).
+const HEARTBEAT_CAPACITY: usize = 512;
+
 impl Seen {
     /// A new host: forget what the previous one was told, but keep the package list cache
     /// (an unchanged database costs a `stat` per file, not a read, on every attach).
@@ -150,8 +153,11 @@ impl Session {
         } else {
             MAX_API_VERSION
         };
-        let msg = messages::heartbeat(mem.free_ram_mib(), &stat, api);
-        self.send(cx.out, msg, Kind::Heartbeat);
+        if cx.out.is_attached() {
+            let mut line = Vec::with_capacity(HEARTBEAT_CAPACITY);
+            messages::encode_heartbeat(&mut line, mem.free_ram_mib(), &stat, api);
+            cx.out.push("heartbeat", Kind::Heartbeat, line);
+        }
     }
 
     /// Sends the report `build` makes of a fact that was read, or notes why it was not.
