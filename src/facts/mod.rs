@@ -118,13 +118,25 @@ pub fn read_bytes_into(root: &Path, rel: &str, buf: &mut Vec<u8>) -> Result<(), 
     use std::io::Read;
     buf.clear();
     let path = under(root, rel);
-    let file = std::fs::File::open(&path).map_err(|source| Error::Read {
+    let mut file = std::fs::File::open(&path).map_err(|source| Error::Read {
         path: path.clone(),
         source,
     })?;
-    file.take(MAX_FILE)
-        .read_to_end(buf)
-        .map_err(|source| Error::Read { path, source })?;
+    // Read in chunks rather than with `read_to_end`, whose growth and probing cost more
+    // than the small /proc and /sys files themselves.
+    let limit = usize::try_from(MAX_FILE).unwrap_or(usize::MAX);
+    let mut chunk = [0u8; 4096];
+    while buf.len() < limit {
+        match file.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                let take = n.min(limit - buf.len());
+                buf.extend_from_slice(chunk.get(..take).unwrap_or_default());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(source) => return Err(Error::Read { path, source }),
+        }
+    }
     Ok(())
 }
 
