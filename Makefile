@@ -5,7 +5,7 @@ INITRD   := build/initramfs.cpio.gz
 CARGO    ?= cargo
 MAX_SIZE := 614400
 
-.PHONY: all build profile-build musl-target test unit budget smoke smoke-libvirt demo bench bench-quick vm-deps initramfs lint fmt clippy size clean
+.PHONY: all build profile-build musl-target test unit budget smoke smoke-libvirt demo bench bench-quick bench-deps vm-deps initramfs lint fmt clippy size clean
 
 all: build
 
@@ -77,11 +77,21 @@ demo: initramfs
 	$(CARGO) build --locked --bin guestctl
 	initramfs/demo.sh
 
-# guestd against qemu-ga (Debian's qemu-guest-agent) in the same run: a table of ratios.
-bench: initramfs
+# guestd against qemu-ga (Debian's qemu-guest-agent), like with like in one run: both serve
+# QGA on UNIX sockets to one client (src/bin/guestd-bench.rs), rounds interleaved; callgrind
+# instruction counts; NICs in a network namespace made for the run; start-up, RSS, sizes,
+# wake-ups; a QEMU guest with both agents. Writes docs/benchmarks.md. About 10 minutes.
+# bench-quick: fewer rounds and sizes, no QEMU guest; under a minute.
+BENCH_ENV = GUESTD_BIN=$(BIN) GUESTD_PROFILE_BIN=$(PROFILE_BIN)
+bench-deps:
 	@command -v qemu-ga >/dev/null || [ -x /usr/sbin/qemu-ga ] || { echo "bench needs qemu-ga: sudo apt-get install qemu-guest-agent"; exit 1; }
+
+bench: bench-deps initramfs profile-build
 	QEMU_GA=1 initramfs/build.sh $(BIN) build/bench.cpio.gz
-	GUESTD_BIN=$(BIN) BENCH_INITRD=build/bench.cpio.gz $(CARGO) test --locked --test bench -- --ignored --nocapture
+	$(BENCH_ENV) BENCH_INITRD=build/bench.cpio.gz $(CARGO) test --locked --test bench -- --ignored --nocapture
+
+bench-quick: bench-deps build profile-build
+	$(BENCH_ENV) BENCH_QUICK=1 $(CARGO) test --locked --test bench -- --ignored --nocapture
 
 lint: fmt clippy
 

@@ -31,11 +31,19 @@ pub struct Callgrind {
 impl Callgrind {
     /// Starts `program args…` under callgrind, its output files in `dir`.
     pub fn spawn(dir: &Path, program: &Path, args: &[String]) -> Callgrind {
-        let out = dir.join("callgrind.out");
-        let child = Command::new("valgrind")
-            .arg("--tool=callgrind")
-            .arg(format!("--callgrind-out-file={}.%p", out.display()))
-            .arg(program)
+        let mut full = vec![
+            "--tool=callgrind".to_owned(),
+            format!("--callgrind-out-file={}/callgrind.out.%p", dir.display()),
+            program.display().to_string(),
+        ];
+        full.extend_from_slice(args);
+        Callgrind::spawn_raw(dir, Path::new("valgrind"), &full)
+    }
+
+    /// Starts `program args…`, which execs valgrind with
+    /// `--callgrind-out-file=DIR/callgrind.out.%p` (`ip netns exec NS valgrind …`).
+    pub fn spawn_raw(dir: &Path, program: &Path, args: &[String]) -> Callgrind {
+        let child = Command::new(program)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -44,7 +52,7 @@ impl Callgrind {
             .expect("valgrind");
         Callgrind {
             child,
-            out,
+            out: dir.join("callgrind.out"),
             dumps: 0,
         }
     }
