@@ -81,7 +81,8 @@ demo: initramfs
 # QGA on UNIX sockets to one client (src/bin/guestd-bench.rs), rounds interleaved; callgrind
 # instruction counts; NICs in a network namespace made for the run; start-up, RSS, sizes,
 # wake-ups; a QEMU guest with both agents. Writes docs/benchmarks.md. About 10 minutes.
-# bench-quick: fewer rounds and sizes, no QEMU guest; under a minute.
+# bench-quick: fewer rounds and sizes, no QEMU guest, table to build/benchmarks-quick.md;
+# under a minute.
 BENCH_ENV = GUESTD_BIN=$(BIN) GUESTD_PROFILE_BIN=$(PROFILE_BIN)
 bench-deps:
 	@command -v qemu-ga >/dev/null || [ -x /usr/sbin/qemu-ga ] || { echo "bench needs qemu-ga: sudo apt-get install qemu-guest-agent"; exit 1; }

@@ -63,9 +63,9 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     Ok(o)
 }
 
-/// Connects, retrying for up to 30 s (the agent may still be starting, or under valgrind).
+/// Connects, retrying for up to 120 s (the agent may still be starting, or under valgrind).
 fn connect(path: &str) -> Result<UnixStream, String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         match UnixStream::connect(path) {
             Ok(s) => return Ok(s),
