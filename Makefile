@@ -5,7 +5,7 @@ INITRD   := build/initramfs.cpio.gz
 CARGO    ?= cargo
 MAX_SIZE := 614400
 
-.PHONY: all build musl-target test unit smoke smoke-libvirt demo bench vm-deps initramfs lint fmt clippy size clean
+.PHONY: all build profile-build musl-target test unit budget smoke smoke-libvirt demo bench bench-quick bench-deps vm-deps initramfs lint fmt clippy size clean
 
 all: build
 
@@ -29,6 +29,12 @@ build: musl-target
 	RUSTFLAGS="$(RELEASE_RUSTFLAGS)" RUSTC_BOOTSTRAP=1 $(CARGO) build --release --locked --target $(TARGET) $(BUILD_STD)
 	@$(MAKE) --no-print-directory size
 
+# The release build with symbols (profile size-report: the same code, not stripped), for
+# callgrind: `make budget` and `make bench` count its instructions.
+PROFILE_BIN := target/$(TARGET)/size-report/guestd
+profile-build: musl-target
+	RUSTFLAGS="$(RELEASE_RUSTFLAGS)" RUSTC_BOOTSTRAP=1 $(CARGO) build --profile size-report --locked --target $(TARGET) $(BUILD_STD) --bin guestd
+
 # Size budget and static linking are checked on every build.
 size:
 	@size=$$(stat -c %s $(BIN)); \
@@ -37,11 +43,17 @@ size:
 	   || { echo "error: $(BIN) is not statically linked: $$(file -b $(BIN))"; exit 1; }; fi; \
 	 [ "$$size" -le $(MAX_SIZE) ] || { echo "error: $(BIN) is $$size bytes, over the $(MAX_SIZE)-byte budget"; exit 1; }
 
-# Every test: unit and integration tests, then the QEMU and libvirt smoke tests.
-test: unit smoke smoke-libvirt
+# Every test: unit and integration tests, the instruction budgets, then the QEMU and libvirt
+# smoke tests.
+test: unit budget smoke smoke-libvirt
 
 unit:
 	$(CARGO) test --locked
+
+# Instruction counts (callgrind) of a heartbeat tick and of guest-ping against
+# tests/budgets.txt: fails more than 20% over a budget; skips, saying so, without valgrind.
+budget: profile-build
+	GUESTD_BIN=$(PROFILE_BIN) $(CARGO) test --locked --test budget -- --ignored --nocapture
 
 vm-deps:
 	@initramfs/deps.sh
@@ -65,11 +77,22 @@ demo: initramfs
 	$(CARGO) build --locked --bin guestctl
 	initramfs/demo.sh
 
-# guestd against qemu-ga (Debian's qemu-guest-agent) in the same run: a table of ratios.
-bench: initramfs
+# guestd against qemu-ga (Debian's qemu-guest-agent), like with like in one run: both serve
+# QGA on UNIX sockets to one client (src/bin/guestd-bench.rs), rounds interleaved; callgrind
+# instruction counts; NICs in a network namespace made for the run; start-up, RSS, sizes,
+# wake-ups; a QEMU guest with both agents. Writes docs/benchmarks.md. About 10 minutes.
+# bench-quick: fewer rounds and sizes, no QEMU guest, table to build/benchmarks-quick.md;
+# under a minute.
+BENCH_ENV = GUESTD_BIN=$(BIN) GUESTD_PROFILE_BIN=$(PROFILE_BIN)
+bench-deps:
 	@command -v qemu-ga >/dev/null || [ -x /usr/sbin/qemu-ga ] || { echo "bench needs qemu-ga: sudo apt-get install qemu-guest-agent"; exit 1; }
+
+bench: bench-deps initramfs profile-build
 	QEMU_GA=1 initramfs/build.sh $(BIN) build/bench.cpio.gz
-	GUESTD_BIN=$(BIN) BENCH_INITRD=build/bench.cpio.gz $(CARGO) test --locked --test bench -- --ignored --nocapture
+	$(BENCH_ENV) BENCH_INITRD=build/bench.cpio.gz $(CARGO) test --locked --test bench -- --ignored --nocapture
+
+bench-quick: bench-deps build profile-build
+	$(BENCH_ENV) BENCH_QUICK=1 $(CARGO) test --locked --test bench -- --ignored --nocapture
 
 lint: fmt clippy
 

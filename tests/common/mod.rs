@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod callgrind;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
